@@ -1,0 +1,129 @@
+"""The command line behind `run_all.py`: parse, validate, run the suite, print a summary.
+
+Mistakes a user can make end as one line on stderr and exit status 2; an interrupted run
+resumes when the same command is given again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.config import MethodSpec, RunConfig, load_config
+from bench.errors import UserError
+from bench.progress import Reporter
+from bench.records import read_records, store_path
+from bench.report import latest_rows
+from methods.registry import get_method, list_methods, load_plugins
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+SUMMARY_STEPS = (1, 4, 16, 64, 256, 1000)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would print usage too
+        raise UserError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(description="Measure accuracy against latency T for every spiking method on one dataset.")
+    parser.add_argument("--config", help="YAML config (default: configs/default.yaml)")
+    parser.add_argument("--dataset", help="dataset name: tiny-imagenette, cifar10, cifar100, imagenette, folder:PATH")
+    parser.add_argument("--methods", help="comma-separated method names or labels (wildcards allowed), e.g. ann,direct")
+    parser.add_argument("--data-root", help="folder that holds the dataset")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--results-dir", help="where records and leaderboards go (default: results)")
+    parser.add_argument("--epochs", type=int, help="training epochs for every method (train.epochs)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field, e.g. --set eval.time_steps=[1,10,100]")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE so that it can register methods")
+    parser.add_argument("--rerun", action="store_true", help="run settings again even when their records exist")
+    parser.add_argument("--list-methods", action="store_true", help="list registered methods and exit")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    overrides = list(args.set)
+    for flag, key in (("dataset", "data.name"), ("data_root", "data.root"), ("device", "device"), ("epochs", "train.epochs"),
+                      ("results_dir", "results_dir")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    config_path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    config = load_config(config_path, overrides)
+    config.plugins = list(config.plugins) + list(args.plugin)
+    if args.methods:
+        load_plugins(config.plugins)
+        config.methods = select_methods(config.methods, args.methods.split(","))
+    return config
+
+
+def select_methods(configured: list[MethodSpec], patterns: list[str]) -> list[MethodSpec]:
+    """Configured settings whose name or label matches; a registered name not configured is added with defaults."""
+    chosen: list[MethodSpec] = []
+    for pattern in (p.strip() for p in patterns if p.strip()):
+        matches = [s for s in configured if fnmatch.fnmatch(s.name, pattern) or fnmatch.fnmatch(s.display_name, pattern)]
+        if not matches:
+            matches = [MethodSpec(name) for name in list_methods(pattern)]
+        if not matches:
+            get_method(pattern)  # raises the error that lists the registered methods
+        chosen += [spec for spec in matches if spec not in chosen]
+    return chosen
+
+
+def print_methods(console: Console) -> None:
+    table = Table(title="registered methods")
+    for column in ("name", "family", "paper", "description"):
+        table.add_column(column)
+    for name in list_methods():
+        entry = get_method(name)
+        table.add_row(name, entry.family, entry.paper, entry.description)
+    console.print(table)
+
+
+def print_summary(console: Console, config: RunConfig, leaderboard: Path) -> None:
+    rows = latest_rows(read_records(store_path(config.results_dir, config.data.name)))
+    labels = [spec.display_name for spec in config.methods]
+    rows = rows[rows["label"].isin(labels) & (rows["architecture"] == config.model.name)]
+    grid = [t for t in config.eval.time_steps if t in SUMMARY_STEPS or t == config.eval.time_steps[-1]]
+    console.print(f"top-1 accuracy (%) on {config.data.name}, {config.model.name}")
+    table = Table()
+    table.add_column("method")
+    for t in grid:
+        table.add_column(f"T={t}", justify="right")
+    for label, group in rows.groupby("label", sort=False):
+        if group["status"].iloc[0] != "ok":
+            table.add_row(label, "failed", *[""] * (len(grid) - 1))
+            continue
+        by_t = dict(zip(group["time_steps"].astype(int), group["top1"]))
+        table.add_row(label, *[f"{100 * by_t[t]:.2f}" if t in by_t else "" for t in grid])
+    console.print(table)
+    console.print(f"leaderboard: {leaderboard}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console()
+    try:
+        args = build_parser().parse_args(argv)
+        if args.list_methods:
+            load_plugins(args.plugin)
+            print_methods(console)
+            return 0
+        config = config_from_args(args)
+        from bench.runner import run_suite
+
+        with Reporter(enabled=not args.quiet) as reporter:
+            leaderboard = run_suite(config, reporter, rerun=args.rerun)
+        print_summary(console, config, leaderboard)
+        return 0
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished settings are saved; run the same command again to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,242 @@
+"""Run configuration: YAML files in `configs/` loaded into validated dataclasses.
+
+A config has five sections (`data`, `model`, `train`, `eval`, `methods`) and a few top-level
+fields. Command-line overrides use dotted paths, `--set train.epochs=3`, parsed as YAML values.
+An unknown key or a bad value raises `UserError` before any work starts. Method options are
+checked against the option dataclass each method registers (see `methods.registry`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from bench.errors import UserError
+
+DEFAULT_TIME_GRID = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000]
+
+
+@dataclass
+class DataConfig:
+    name: str = "tiny-imagenette"
+    root: str | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
+    image_size: int | None = None
+    augment: bool = True
+    batch_size: int = 64
+    eval_batch_size: int = 250
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size >= 1 and self.eval_batch_size >= 1, "data.batch_size and data.eval_batch_size must be at least 1")
+        _require(self.workers >= 0, "data.workers must be 0 or more")
+        for name in ("train_subset", "test_subset", "image_size"):
+            value = getattr(self, name)
+            _require(value is None or value >= 1, f"data.{name} must be at least 1 (or null for all)")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cifar_resnet8"
+    width: float = 1.0
+    pooling: Literal["avg", "max"] = "avg"
+
+    def __post_init__(self) -> None:
+        _require(self.width > 0, f"model.width must be positive, got {self.width}")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    label_smoothing: float = 0.0
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 0, f"train.epochs must be 0 or more, got {self.epochs}")
+        _require(self.lr > 0, f"train.lr must be positive, got {self.lr}")
+        _require(self.weight_decay >= 0, f"train.weight_decay must be 0 or more, got {self.weight_decay}")
+        _require(0 <= self.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass
+class EvalConfig:
+    time_steps: list[int] = field(default_factory=lambda: list(DEFAULT_TIME_GRID))
+    chunk_size: int | None = None
+    memory_budget_mb: int = 2048
+
+    def __post_init__(self) -> None:
+        _require(len(self.time_steps) > 0 and all(t >= 1 for t in self.time_steps),
+                 "eval.time_steps must be a non-empty list of positive integers")
+        self.time_steps = sorted(set(self.time_steps))
+        _require(self.chunk_size is None or self.chunk_size >= 1, "eval.chunk_size must be at least 1 (or null for automatic)")
+        _require(self.memory_budget_mb >= 1, "eval.memory_budget_mb must be at least 1")
+
+
+@dataclass
+class MethodSpec:
+    """One row of the leaderboard: a registered method, an optional label and its options."""
+
+    name: str
+    label: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def display_name(self) -> str:
+        return self.label or self.name
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    methods: list[MethodSpec] = field(default_factory=lambda: [MethodSpec("ann")])
+    seed: int = 0
+    device: str = "auto"
+    results_dir: str = "results"
+    cache_dir: str = ".cache/spikebench"
+    plugins: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        labels = [spec.display_name for spec in self.methods]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        _require(not duplicates, f"methods share the label(s) {', '.join(duplicates)}: give each a distinct `label`")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *sections: str) -> str:
+        """A short stable hash of the named sections, for caches and provenance."""
+        chosen = {name: self.to_dict()[name] for name in sections}
+        return hash_of(chosen)
+
+
+def hash_of(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+def build_dataclass(cls: type, values: Any, where: str) -> Any:
+    """Make `cls` from a mapping, refusing unknown keys and values of the wrong type."""
+    if not isinstance(values, dict):
+        raise UserError(f"{where or 'the config'} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"unknown key {where}{unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+    converted = {name: coerce(hints[name], value, f"{where}{name}") for name, value in values.items()}
+    return cls(**converted)
+
+
+def coerce(hint: Any, value: Any, where: str) -> Any:
+    """Check `value` against a type hint (dataclass, list, Literal, Optional, scalars)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return build_dataclass(hint, value, f"{where}.")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [arg for arg in args if arg is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return coerce(option, value, where)
+            except UserError as error:
+                errors.append(error)
+        raise errors[0]
+    if origin is Literal:
+        if value not in args:
+            raise UserError(f"{where} must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"{where} must be a list, got {value!r}")
+        return [coerce(args[0], item, f"{where}[{index}]") for index, item in enumerate(value)]
+    if origin is dict or hint is Any:
+        if origin is dict and not isinstance(value, dict):
+            raise UserError(f"{where} must be a mapping, got {value!r}")
+        return value
+    return _coerce_scalar(hint, value, where)
+
+
+def _coerce_scalar(hint: type, value: Any, where: str) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"config field {where} has unsupported type {hint}")
+    raise UserError(f"{where} must be of type {hint.__name__}, got {value!r}")
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML config (or the defaults), apply `key.path=value` overrides, validate."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        values = _read_yaml(Path(path))
+    for override in overrides:
+        _apply_override(values, override)
+    methods = values.get("methods")
+    if isinstance(methods, list):
+        values["methods"] = [{"name": item} if isinstance(item, str) else item for item in methods]
+    return build_dataclass(RunConfig, values, "")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist; pick one from configs/ (for example configs/default.yaml)")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        first_line = str(error).splitlines()[0]
+        raise UserError(f"config file {path} is not valid YAML ({first_line}); fix the file") from None
+    if not isinstance(values, dict):
+        raise UserError(f"config file {path} must hold a mapping of sections, not {type(values).__name__}")
+    return values
+
+
+def _apply_override(values: dict[str, Any], override: str) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise UserError(f"override {override!r} must look like section.key=value, for example train.epochs=3")
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        raise UserError(f"override {override!r} has a value that is not valid YAML") from None
+    *parents, leaf = key.split(".")
+    node = values
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"override {override!r}: {part!r} is not a section")
+    node[leaf] = value

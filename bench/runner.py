@@ -1,0 +1,152 @@
+"""Run a suite: config -> dataset + architecture -> each method's model -> harness -> records.
+
+`run_suite` validates everything (methods, their options, the dataset, the architecture) before
+any training starts, then for each method setting builds the model, simulates it once over the
+T grid and appends one record per T. A setting whose records are already in the store is
+skipped, so an interrupted suite resumes where it stopped; a method whose training diverges is
+recorded as failed and the suite goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.architectures import build_architecture
+from bench.config import RunConfig, hash_of
+from bench.datasets import DatasetSplits, load_dataset
+from bench.errors import UserError
+from bench.harness import Evaluation, evaluate
+from bench.progress import QUIET
+from bench.records import Provenance, append_records, finished_settings, store_path
+from bench.report import write_leaderboard
+from bench.training import TrainingDiverged
+from methods.registry import MethodEntry, RunContext, get_method, load_plugins
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
+    return device
+
+
+@dataclasses.dataclass
+class PlannedMethod:
+    label: str
+    entry: MethodEntry
+    options: Any
+    setting: str
+    setting_hash: str
+
+
+def plan_methods(config: RunConfig) -> list[PlannedMethod]:
+    """Resolve every method and validate its options, before any work starts."""
+    load_plugins(config.plugins)
+    planned = []
+    base = config.section_hash("data", "model", "train", "eval") + str(config.seed)
+    for spec in config.methods:
+        entry = get_method(spec.name)
+        options = entry.make_options(spec.options, f"methods[{spec.display_name}].options")
+        values = dataclasses.asdict(options)
+        changed = {key: value for key, value in values.items() if entry.defaults.get(key) != value}
+        setting = ", ".join(f"{key}={value}" for key, value in sorted(changed.items()))
+        planned.append(PlannedMethod(spec.display_name, entry, options, setting, hash_of([base, spec.name, spec.display_name, values])))
+    return planned
+
+
+def make_loader_factory(dataset: DatasetSplits, config: RunConfig):
+    def make_loader(split: str, *, shuffle: bool = False, batch_size: int | None = None):
+        source = getattr(dataset, split)
+        generator = torch.Generator().manual_seed(config.seed)
+        size = batch_size or (config.data.batch_size if split == "train" else config.data.eval_batch_size)
+        return torch.utils.data.DataLoader(
+            source, batch_size=size, shuffle=shuffle, generator=generator, num_workers=config.data.workers,
+            drop_last=shuffle and len(source) > size, persistent_workers=config.data.workers > 0,
+        )
+
+    return make_loader
+
+
+def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False) -> Path:
+    """Run every method of `config`; return the leaderboard path."""
+    device = resolve_device(config.device)
+    planned = plan_methods(config)
+    dataset = load_dataset(
+        config.data.name, config.data.root, train_subset=config.data.train_subset, test_subset=config.data.test_subset,
+        seed=config.seed, augment=config.data.augment, image_size=config.data.image_size,
+    )
+    info = dataset.info
+
+    def build_ann() -> torch.nn.Module:
+        return build_architecture(config.model.name, info.num_classes, image_size=info.image_size, in_channels=info.channels,
+                                  width=config.model.width, pooling=config.model.pooling)
+
+    build_ann()  # an unknown architecture or bad option fails here, before any training
+    store = store_path(config.results_dir, config.data.name)
+    done = set() if rerun else finished_settings(store)
+    provenance = Provenance.capture(config.section_hash("data", "model", "train", "eval"), config.seed, device)
+    loader = make_loader_factory(dataset, config)
+    for method in planned:
+        if method.setting_hash in done:
+            reporter.log(f"[dim]{method.label}: results already in {store}, skipped (use --rerun to run again)[/dim]")
+            continue
+        context = RunContext(
+            dataset=dataset, architecture=config.model.name, build_ann=build_ann, options=method.options, train=config.train,
+            device=device, cache_dir=Path(config.cache_dir), seed=config.seed, fingerprint=config.section_hash("data", "model") + str(config.seed),
+            data_loader=loader, progress=reporter,
+        )
+        records = _run_method(method, context, config, loader, reporter)
+        base = _base_record(method, context, config, dataset, provenance)
+        append_records(store, [{**base, **record} for record in records])
+    return write_leaderboard(store.parent)
+
+
+def _run_method(method: PlannedMethod, context: RunContext, config: RunConfig, loader, reporter) -> list[dict[str, Any]]:
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    try:
+        model = method.entry.build(context)
+    except TrainingDiverged as failure:
+        reporter.log(f"[red]{method.label} failed: {failure}[/red]")
+        return [{"status": "failed", "error": str(failure), "time_steps": None, "build_wall_s": time.perf_counter() - started}]
+    build_wall_s = time.perf_counter() - started
+    evaluation = evaluate(
+        model, loader("test"), config.eval.time_steps, context.device, chunk_size=config.eval.chunk_size,
+        memory_budget_mb=config.eval.memory_budget_mb, num_classes=context.dataset.info.num_classes, reporter=reporter,
+        description=f"simulate {method.label}",
+    )
+    return [_evaluation_record(evaluation, t, build_wall_s) for t in evaluation.time_steps]
+
+
+def _evaluation_record(evaluation: Evaluation, time_steps: int, build_wall_s: float) -> dict[str, Any]:
+    return {
+        "status": "ok", "time_steps": time_steps, "top1": evaluation.top1[time_steps],
+        "top5": evaluation.top5[time_steps] if evaluation.top5 else None,
+        "spikes_per_neuron": evaluation.spikes_per_neuron.get(time_steps, 0.0),
+        "firing_rates": evaluation.firing_rates.get(time_steps, {}), "neurons_per_sample": evaluation.neurons_per_sample,
+        "eval_wall_s": evaluation.wall_s, "build_wall_s": build_wall_s, "chunk_size": evaluation.chunk_size,
+    }
+
+
+def _base_record(method: PlannedMethod, context: RunContext, config: RunConfig, dataset: DatasetSplits, provenance: Provenance) -> dict[str, Any]:
+    notes = context.notes
+    return {
+        "dataset": config.data.name, "num_classes": dataset.info.num_classes, "image_size": dataset.info.image_size,
+        "train_size": len(dataset.train), "test_size": len(dataset.test),
+        "method": method.entry.name, "label": method.label, "family": method.entry.family, "paper": method.entry.paper,
+        "setting": method.setting, "options": dataclasses.asdict(method.options), "setting_hash": method.setting_hash,
+        "architecture": config.model.name, "model_options": f"width={config.model.width}, pooling={config.model.pooling}",
+        "epochs": notes.get("epochs"), "time_steps_train": notes.get("time_steps_train"), "train_wall_s": notes.get("train_wall_s"),
+        "notes": {key: value for key, value in notes.items() if key not in ("epochs", "time_steps_train", "train_wall_s")},
+        **dataclasses.asdict(provenance),
+    }

@@ -1,0 +1,68 @@
+"""Input encoders: a static image batch `[B, C, H, W]` becomes an input sequence `[T, B, C, H, W]`.
+
+- `direct`: the analog image is the input current at every step.
+- `poisson`: rate coding. Each pixel value x (after dataset normalization, so it may be negative)
+  becomes spikes of amplitude a * sign(x) that fire with probability |x| / a, where a is the
+  largest |x| of that image. The expected input per step is exactly x, so the first layer sees
+  the analog image on average and the code is unbiased.
+
+Encoders may hold a random generator; it is seeded once at construction, so a run is repeatable.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DirectEncoder(nn.Module):
+    """The same analog image at every time step."""
+
+    constant_in_time = True
+
+    def forward(self, images: torch.Tensor, time_steps: int) -> torch.Tensor:
+        return images.unsqueeze(0).expand(time_steps, *images.shape)
+
+    def reset_state(self) -> None:
+        """Direct coding has no state."""
+
+
+class PoissonEncoder(nn.Module):
+    """Signed Bernoulli spikes whose mean over time is the image."""
+
+    constant_in_time = False
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+
+    def _generator_for(self, device: torch.device) -> torch.Generator:
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device)
+            self._generator.manual_seed(self.seed)
+        return self._generator
+
+    def forward(self, images: torch.Tensor, time_steps: int) -> torch.Tensor:
+        amplitude = images.detach().abs().flatten(1).amax(1).clamp(min=1e-12)
+        amplitude = amplitude.view(-1, *([1] * (images.ndim - 1)))
+        probability = images.abs() / amplitude
+        uniform = torch.rand(
+            (time_steps, *images.shape), generator=self._generator_for(images.device),
+            device=images.device, dtype=images.dtype,
+        )
+        return (uniform < probability).to(images.dtype) * amplitude * images.sign()
+
+    def reset_state(self) -> None:
+        """The generator runs on across batches: each batch draws fresh spikes."""
+
+
+ENCODERS = {"direct": DirectEncoder, "poisson": PoissonEncoder}
+
+
+def build_encoder(name: str, seed: int = 0) -> nn.Module:
+    if name == "poisson":
+        return PoissonEncoder(seed)
+    if name == "direct":
+        return DirectEncoder()
+    raise ValueError(f"unknown encoder {name!r}; choose one of {sorted(ENCODERS)}")

@@ -1,0 +1,120 @@
+"""Integrate-and-fire (IF) and leaky integrate-and-fire (LIF) neurons over time.
+
+Convention, once for the whole package: sequences are time-major, `[T, B, ...]`. Stateless layers
+(convolutions, batch norm, pooling, additions) run on the flattened batch `[T*B, ...]`; a neuron
+receives that flattened input current, views it as `[T, B, ...]`, and is the only module that
+loops over time. Its `time_steps` is set by the `SpikingNetwork` that owns it before each call.
+
+Dynamics per step t, with leak factor `leak` in (0, 1] (leak = 1 is IF):
+
+    v[t] = leak * v[t-1] + I[t]
+    s[t] = H(v[t] - threshold)                  (surrogate gradient backward)
+    v[t] = v[t] - s[t] * threshold              reset="subtract"
+    v[t] = v[t] * (1 - s[t])                    reset="zero"
+
+The membrane potential starts at `initial_potential * threshold` and is carried across calls
+until `reset_state()`; the harness and the trainers reset it before every batch. `threshold`
+is a scalar or one value per channel (dimension 1 of `[B, C, ...]`). The output is the spike
+times `spike_amplitude`: 1 (binary spikes) or the threshold itself ("threshold"), which lets a
+threshold-balanced network feed the next layer the same signal as a weight-normalized one.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from bench.spiking.surrogates import Surrogate, spike
+
+ResetMode = Literal["subtract", "zero"]
+
+
+class LIFNeuron(nn.Module):
+    """Leaky integrate-and-fire neuron layer on flattened `[T*B, ...]` currents."""
+
+    def __init__(
+        self,
+        threshold: float | torch.Tensor = 1.0,
+        leak: float = 1.0,
+        reset: ResetMode = "subtract",
+        initial_potential: float = 0.0,
+        surrogate: Surrogate | None = None,
+        detach_reset: bool = False,
+        spike_amplitude: Literal["one", "threshold"] = "one",
+    ) -> None:
+        super().__init__()
+        if not 0 < leak <= 1:
+            raise ValueError(f"leak must be in (0, 1], got {leak}")
+        if reset not in ("subtract", "zero"):
+            raise ValueError(f"reset must be 'subtract' or 'zero', got {reset!r}")
+        self.register_buffer("threshold", torch.as_tensor(threshold, dtype=torch.float32).clone())
+        self.leak = leak
+        self.reset = reset
+        self.initial_potential = initial_potential
+        self.surrogate = surrogate or Surrogate()
+        self.detach_reset = detach_reset
+        self.spike_amplitude = spike_amplitude
+        self.time_steps = 1
+        self.potential: torch.Tensor | None = None
+        # Spikes per step of the last call, summed over batch and neurons, `[T]`; kept only while
+        # `record` is on, so that training pays nothing for it.
+        self.record = False
+        self.spike_counts: torch.Tensor | None = None
+
+    def extra_repr(self) -> str:
+        threshold = self.threshold.item() if self.threshold.numel() == 1 else f"[{self.threshold.numel()} channels]"
+        return (
+            f"threshold={threshold}, leak={self.leak}, reset={self.reset}, "
+            f"initial_potential={self.initial_potential}, surrogate={self.surrogate}"
+        )
+
+    def reset_state(self) -> None:
+        self.potential = None
+        self.spike_counts = None
+
+    def _broadcast_threshold(self, step_current: torch.Tensor) -> torch.Tensor:
+        if self.threshold.ndim == 0:
+            return self.threshold.to(step_current.dtype)
+        trailing = step_current.ndim - 2
+        return self.threshold.to(step_current.dtype).view(-1, *([1] * trailing))
+
+    def _initial_potential(self, step_current: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+        if self.potential is None:
+            return torch.zeros_like(step_current) + self.initial_potential * threshold
+        if self.potential.shape != step_current.shape:
+            raise RuntimeError(
+                f"neuron state has shape {tuple(self.potential.shape)} but the input step has "
+                f"{tuple(step_current.shape)}: call reset_state() between batches"
+            )
+        return self.potential
+
+    def forward(self, current: torch.Tensor) -> torch.Tensor:
+        current = current.unflatten(0, (self.time_steps, -1))
+        threshold = self._broadcast_threshold(current[0])
+        potential = self._initial_potential(current[0], threshold)
+        spikes = []
+        for step_current in current:
+            potential = self.leak * potential + step_current
+            step_spikes = spike(potential - threshold, self.surrogate)
+            reset_spikes = step_spikes.detach() if self.detach_reset else step_spikes
+            if self.reset == "subtract":
+                potential = potential - reset_spikes * threshold
+            else:
+                potential = potential * (1 - reset_spikes)
+            spikes.append(step_spikes)
+        self.potential = potential
+        spikes = torch.stack(spikes)
+        if self.record:
+            self.spike_counts = spikes.detach().flatten(1).sum(1)
+        if self.spike_amplitude == "threshold":
+            spikes = spikes * threshold
+        return spikes.flatten(0, 1)
+
+
+class IFNeuron(LIFNeuron):
+    """Integrate-and-fire neuron: a LIF neuron without leak."""
+
+    def __init__(self, threshold: float | torch.Tensor = 1.0, **kwargs) -> None:
+        super().__init__(threshold=threshold, leak=1.0, **kwargs)

@@ -1,0 +1,110 @@
+"""Surrogate gradients: the spike is a Heaviside step forward and a smooth bump backward.
+
+Every surrogate is a function g(x) of the distance to threshold, x = v - threshold, with a
+`width` (how far from threshold gradients still flow) and a `height` (the peak g(0)):
+
+    rectangular   height * [|x| < width / 2]
+    triangular    height * max(0, 1 - |x| / width)
+    fast_sigmoid  height / (1 + |x| / width)^2                 (SuperSpike, Zenke & Ganguli 2018)
+    sigmoid       height * 4 s(1 - s),  s = sigmoid(x / width)  (derivative of a sigmoid)
+    arctan        height / (1 + (x / width)^2)                   (derivative of an arctan)
+
+A surrogate knows nothing of neurons; any neuron takes any surrogate. Shapes: any tensor.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from bench.errors import UserError
+
+SurrogateShape = Callable[[torch.Tensor, float, float], torch.Tensor]
+_SHAPES: dict[str, SurrogateShape] = {}
+
+
+def register_surrogate(name: str) -> Callable[[SurrogateShape], SurrogateShape]:
+    """Register g(x, width, height) under `name`; a duplicate name is a bug."""
+
+    def decorate(shape: SurrogateShape) -> SurrogateShape:
+        if name in _SHAPES:
+            raise ValueError(f"surrogate {name!r} is already registered")
+        _SHAPES[name] = shape
+        return shape
+
+    return decorate
+
+
+def list_surrogates(pattern: str = "*") -> list[str]:
+    return sorted(name for name in _SHAPES if fnmatch.fnmatch(name, pattern))
+
+
+@register_surrogate("rectangular")
+def _rectangular(x: torch.Tensor, width: float, height: float) -> torch.Tensor:
+    return height * (x.abs() < width / 2).to(x.dtype)
+
+
+@register_surrogate("triangular")
+def _triangular(x: torch.Tensor, width: float, height: float) -> torch.Tensor:
+    return height * (1 - x.abs() / width).clamp(min=0)
+
+
+@register_surrogate("fast_sigmoid")
+def _fast_sigmoid(x: torch.Tensor, width: float, height: float) -> torch.Tensor:
+    return height / (1 + x.abs() / width) ** 2
+
+
+@register_surrogate("sigmoid")
+def _sigmoid(x: torch.Tensor, width: float, height: float) -> torch.Tensor:
+    s = torch.sigmoid(x / width)
+    return height * 4 * s * (1 - s)
+
+
+@register_surrogate("arctan")
+def _arctan(x: torch.Tensor, width: float, height: float) -> torch.Tensor:
+    return height / (1 + (x / width) ** 2)
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """A named surrogate shape with its width and height: `surrogate.grad(x)` is g(x)."""
+
+    shape: str = "triangular"
+    width: float = 1.0
+    height: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.shape not in _SHAPES:
+            raise UserError(
+                f"unknown surrogate shape {self.shape!r}; choose one of {', '.join(list_surrogates())}"
+            )
+        if not self.width > 0 or not self.height > 0:
+            raise UserError(
+                f"surrogate width and height must be positive, got width={self.width}, height={self.height}"
+            )
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return _SHAPES[self.shape](x, self.width, self.height)
+
+
+class SpikeFunction(torch.autograd.Function):
+    """Heaviside(x) forward (x >= 0 fires), surrogate.grad(x) backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.surrogate = surrogate
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad_output * ctx.surrogate.grad(x), None
+
+
+def spike(x: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
+    """Binary spikes where x >= 0, differentiable through the surrogate."""
+    return SpikeFunction.apply(x, surrogate)

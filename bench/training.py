@@ -1,0 +1,132 @@
+"""The one training loop every method uses, with checkpoints, resume and divergence checks.
+
+`fit` trains any module given a function from images `[B, C, H, W]` to logits `[B, K]`; the
+direct method passes one that simulates `T_train` steps and averages the outputs. `trained_ann`
+trains (or loads from the cache) the ANN of the configured architecture, shared by the `ann`
+reference and the conversion method so that both see the same network.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.config import TrainConfig, hash_of
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became non-finite: the run is recorded as failed, the suite goes on."""
+
+
+@dataclass
+class TrainingReport:
+    epochs: int
+    wall_s: float
+    final_loss: float
+    final_train_accuracy: float
+
+
+def build_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay, nesterov=train.momentum > 0)
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int):
+    total_steps = max(total_steps, 1)
+    if train.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=total_steps)
+    if train.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def fit(
+    model: nn.Module,
+    compute_logits: Callable[[torch.Tensor], torch.Tensor],
+    loader: torch.utils.data.DataLoader,
+    train: TrainConfig,
+    device: torch.device,
+    *,
+    checkpoint_path: Path | None = None,
+    reporter=None,
+    description: str = "train",
+    divergence_hint: str = "lower the learning rate",
+) -> TrainingReport:
+    """Train `model` for `train.epochs`, resuming from `checkpoint_path` when it holds a run."""
+    from bench.progress import QUIET
+
+    reporter = reporter or QUIET
+    optimizer = build_optimizer(model.parameters(), train)
+    schedule = build_schedule(optimizer, train, train.epochs * len(loader))
+    start_epoch, wall_s = _resume(checkpoint_path, model, optimizer, schedule)
+    use_amp = train.amp and device.type == "cuda"
+    loss, accuracy = float("nan"), float("nan")
+    with reporter.task(description, total=(train.epochs - start_epoch) * len(loader)) as task:
+        for epoch in range(start_epoch, train.epochs):
+            started = time.perf_counter()
+            model.train()
+            loss, accuracy = _train_epoch(model, compute_logits, loader, optimizer, schedule, train, device, use_amp, task, epoch, divergence_hint)
+            wall_s += time.perf_counter() - started
+            if checkpoint_path is not None:
+                _save(checkpoint_path, model, optimizer, schedule, epoch + 1, wall_s)
+    model.eval()
+    return TrainingReport(train.epochs, wall_s, loss, accuracy)
+
+
+def _train_epoch(model, compute_logits, loader, optimizer, schedule, train, device, use_amp, task, epoch, divergence_hint):
+    total_loss, correct, seen = 0.0, 0, 0
+    for step, (images, labels) in enumerate(loader):
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = compute_logits(images)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=train.label_smoothing)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: {divergence_hint}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        total_loss += loss.item() * len(labels)
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+        task.advance(epoch=f"{epoch + 1}/{train.epochs}", loss=total_loss / seen, acc=correct / seen)
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def _resume(path: Path | None, model, optimizer, schedule) -> tuple[int, float]:
+    if path is None or not path.is_file():
+        return 0, 0.0
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    return state["epoch"], state["wall_s"]
+
+
+def _save(path: Path, model, optimizer, schedule, epoch: int, wall_s: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "epoch": epoch, "wall_s": wall_s}
+    partial = path.with_suffix(".partial")
+    torch.save(state, partial)
+    partial.replace(path)  # a crash mid-write never leaves a corrupt checkpoint behind
+
+
+def trained_ann(context) -> tuple[nn.Module, TrainingReport]:
+    """The ANN of the context's architecture, trained once per data/model/train setting."""
+    key = hash_of([context.fingerprint, context.train])
+    checkpoint = Path(context.cache_dir) / f"ann-{context.architecture}-{key}.pt"
+    torch.manual_seed(context.seed)
+    model = context.build_ann().to(context.device)
+    report = fit(
+        model, model, context.loader("train", shuffle=True), context.train, context.device,
+        checkpoint_path=checkpoint, reporter=context.progress, description=f"train ann {context.architecture}",
+    )
+    return model, report
