@@ -96,6 +96,7 @@ def evaluate(
                 if not evaluation.chunk_size:
                     evaluation.chunk_size = chunk_size or choose_chunk_size(model, images, horizon, memory_budget_mb)
                 if tally is None:
+                    model.reset_state()
                     classes = num_classes or model(images[:1], 1).shape[-1]
                     tally = _Tally(grid, list(layers), with_top5=classes >= 100)
                 _simulate_batch(model, layers, images, labels, horizon, evaluation.chunk_size, tally)

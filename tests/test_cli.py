@@ -1,0 +1,74 @@
+"""The command line: bad input ends in one clear line and exit status 2; a plugin method reaches the leaderboard."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--quiet", "--epochs", "1", "--set", "data.train_subset=64", "--set", "data.test_subset=32",
+        "--set", "model.name=cifar_vgg_tiny", "--set", "eval.time_steps=[1,2,4]"]
+
+
+def tiny_args(tmp_path) -> list[str]:
+    return TINY + ["--results-dir", str(tmp_path / "results"), "--set", f"cache_dir={tmp_path / 'cache'}"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--dataset", "nope"], "unknown dataset 'nope'"),
+    (["--methods", "nope"], "unknown method 'nope'"),
+    (["--dataset", "imagenette", "--data-root", "/nonexistent/spikebench"], "/nonexistent/spikebench"),
+    (["--epochs", "-1"], "train.epochs must be 0 or more"),
+    (["--config", "/nonexistent/config.yaml"], "does not exist"),
+    (["--set", "model.name=nonet"], "nonet"),
+    (["--no-such-flag"], "unrecognized arguments"),
+])
+def test_bad_input_is_one_line_and_status_2(argv, message, tmp_path, capsys):
+    assert main(tiny_args(tmp_path) + argv) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert not (tmp_path / "results").exists()  # refused before any work
+
+
+def test_run_all_script_exits_with_status_2():
+    result = subprocess.run([sys.executable, str(ROOT / "run_all.py"), "--dataset", "nope"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: unknown dataset 'nope'") and "Traceback" not in result.stderr
+
+
+def test_list_methods(capsys):
+    assert main(["--list-methods"]) == 0
+    assert "ann" in capsys.readouterr().out
+
+
+def test_plugin_method_appears_in_the_leaderboard(tmp_path, monkeypatch, capsys):
+    """A toy method in a module outside `methods/`, loaded through --plugin, gets its own rows."""
+    (tmp_path / "toy_cli_plugin.py").write_text(textwrap.dedent('''
+        from torch import nn
+        from bench.spiking import DirectEncoder, IFNeuron, SpikingNetwork, replace_relus
+        from methods import register_method
+
+        @register_method("toy_untrained", family="direct", paper="a test")
+        def build(context):
+            """An untrained network turned spiking."""
+            body = context.build_ann()
+            replace_relus(body, lambda name: IFNeuron())
+            context.notes.update(epochs=0, time_steps_train=0, train_wall_s=0.0)
+            return SpikingNetwork(body, DirectEncoder())
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = tiny_args(tmp_path) + ["--plugin", "toy_cli_plugin", "--methods", "ann,toy_untrained"]
+    assert main(args) == 0
+    leaderboard = (tmp_path / "results" / "tiny-imagenette" / "leaderboard.md").read_text()
+    rows = [line for line in leaderboard.splitlines() if line.startswith("| toy_untrained ")]
+    assert len(rows) == 2  # accuracy table and provenance table
+    assert "| ann " in leaderboard and "T=4" in leaderboard
+    assert (tmp_path / "results" / "tiny-imagenette" / "accuracy_vs_T.png").is_file()
+    # Run again: the finished settings are found in the store and skipped, the leaderboard is unchanged.
+    assert main(args) == 0
+    assert (tmp_path / "results" / "tiny-imagenette" / "leaderboard.md").read_text() == leaderboard

@@ -1,0 +1,84 @@
+"""Harness: one long simulation gives the same accuracy at every T as separate T-step runs."""
+
+import torch
+from torch import nn
+
+from bench.harness import choose_chunk_size, evaluate
+from bench.spiking import AnalogModel, DirectEncoder, IFNeuron, SpikingNetwork, replace_relus
+
+CPU = torch.device("cpu")
+
+
+def two_layer_snn() -> SpikingNetwork:
+    torch.manual_seed(0)
+    body = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(6 * 2 * 2, 7),
+    )
+    replace_relus(body, lambda name: IFNeuron(threshold=0.3))
+    return SpikingNetwork(body, DirectEncoder()).eval()
+
+
+def batches(model, count=3, batch=8, label_step=5):
+    """Random images labelled with the model's own prediction at T=label_step."""
+    torch.manual_seed(1)
+    data = []
+    for _ in range(count):
+        images = torch.randn(batch, 3, 8, 8)
+        with torch.no_grad():
+            model.reset_state()
+            labels = model(images, label_step).sum(0).argmax(1)
+        data.append((images, labels))
+    model.reset_state()
+    return data
+
+
+def test_one_long_simulation_matches_separate_simulations():
+    model = two_layer_snn()
+    loader = batches(model)
+    grid = [1, 2, 3, 5, 8, 13]
+    long_run = evaluate(model, loader, grid, CPU, chunk_size=3)
+    assert long_run.top1[5] == 1.0  # the labels were the predictions at T=5
+    assert min(long_run.top1.values()) < 1.0  # ... and other T disagree, so the test can fail
+    for t in grid:
+        separate = evaluate(model, loader, [t], CPU, chunk_size=t)
+        assert separate.top1[t] == long_run.top1[t], t
+        assert separate.spikes_per_neuron[t] == long_run.spikes_per_neuron[t]
+
+
+def test_spike_counts_equal_the_sum_of_neuron_outputs():
+    model = two_layer_snn()
+    loader = batches(model, count=1)
+    images = loader[0][0]
+    neurons = model.spiking_layers()
+    outputs = {}
+    hooks = [n.register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o.detach().clone())) for name, n in neurons.items()]
+    with torch.no_grad():
+        model.reset_state()
+        model(images, 6)
+    for hook in hooks:
+        hook.remove()
+    evaluation = evaluate(model, loader, [6], CPU, chunk_size=4)
+    for name, spikes in outputs.items():
+        neurons_per_sample = spikes[0].numel()
+        assert evaluation.neurons_per_sample[name] == neurons_per_sample
+        expected_rate = spikes.sum().item() / (neurons_per_sample * len(images) * 6)
+        assert abs(evaluation.firing_rates[6][name] - expected_rate) < 1e-9
+
+
+def test_top5_appears_with_100_classes_and_ann_is_flat_in_time():
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Flatten(), nn.Linear(12, 100))
+    images = torch.randn(10, 3, 2, 2)
+    labels = network(images).topk(3, dim=1).indices[:, 2]  # third choice: wrong top-1, right top-5
+    evaluation = evaluate(AnalogModel(network), [(images, labels)], [1, 10, 1000], CPU)
+    assert evaluation.top1 == {1: 0.0, 10: 0.0, 1000: 0.0}
+    assert evaluation.top5 == {1: 1.0, 10: 1.0, 1000: 1.0}
+
+
+def test_chunk_size_follows_the_memory_budget():
+    model = two_layer_snn()
+    images = torch.randn(8, 3, 8, 8)
+    # Largest activation: 8 images x 6 channels x 8 x 8 floats = 12 KiB; four of them per step.
+    assert choose_chunk_size(model, images, horizon=1000, memory_budget_mb=1) == 2**20 // (4 * 8 * 6 * 64 * 4)
+    assert choose_chunk_size(model, images, horizon=10, memory_budget_mb=1024) == 10
