@@ -77,6 +77,9 @@ class EvalConfig:
     time_steps: list[int] = field(default_factory=lambda: list(DEFAULT_TIME_GRID))
     chunk_size: int | None = None
     memory_budget_mb: int = 2048
+    count_operations: bool = True
+    pj_per_mac: float = 4.6
+    pj_per_ac: float = 0.9
 
     def __post_init__(self) -> None:
         _require(len(self.time_steps) > 0 and all(t >= 1 for t in self.time_steps),
@@ -84,6 +87,7 @@ class EvalConfig:
         self.time_steps = sorted(set(self.time_steps))
         _require(self.chunk_size is None or self.chunk_size >= 1, "eval.chunk_size must be at least 1 (or null for automatic)")
         _require(self.memory_budget_mb >= 1, "eval.memory_budget_mb must be at least 1")
+        _require(self.pj_per_mac >= 0 and self.pj_per_ac >= 0, "eval.pj_per_mac and eval.pj_per_ac must be 0 or more")
 
 
 @dataclass

@@ -1,26 +1,30 @@
-"""The harness: simulate a spiking model once up to T_max and read accuracy at every T of the grid.
+"""The harness: simulate a spiking model once up to T_max and read every T of the grid.
 
 For each test batch `[B, C, H, W]` the model is reset, then run in time chunks of `chunk_size`
 steps (outputs `[chunk, B, K]`); the running sum of outputs is the readout, so the prediction at
 T is the argmax of the sum of the first T outputs, the same as a separate T-step simulation.
-Spikes are counted per layer and per step on the way. A time-invariant model (an ANN) is run
-for one step and holds its accuracy at every T.
+On the way it counts, per step, the spikes of every neuron layer and the synaptic operations of
+every synaptic layer (`bench.efficiency`), and reads their running totals at each T. A
+time-invariant model (an ANN) is run for one step and holds its numbers at every T.
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
 
+from bench.efficiency import OperationCounter
 from bench.progress import QUIET
 from bench.spiking import SpikingModel
 
 
 @dataclass
 class Evaluation:
-    """Accuracy and firing at each T of the grid; rates are spikes per neuron per step."""
+    """Numbers at each T of the grid. Rates are spikes per neuron per step; operation counts
+    are per sample, summed over the first T steps."""
 
     time_steps: list[int]
     num_samples: int = 0
@@ -28,20 +32,28 @@ class Evaluation:
     top5: dict[int, float] | None = None
     firing_rates: dict[int, dict[str, float]] = field(default_factory=dict)
     spikes_per_neuron: dict[int, float] = field(default_factory=dict)
+    sops: dict[int, float] = field(default_factory=dict)
+    macs: dict[int, float] = field(default_factory=dict)
     neurons_per_sample: dict[str, int] = field(default_factory=dict)
+    dense_macs_per_sample: int = 0
     chunk_size: int = 0
     wall_s: float = 0.0
 
 
 class _Tally:
-    """Running counts over batches: correct predictions and spikes at each T of the grid."""
+    """Running sums over batches, read at each T of the grid: correct predictions and counters.
 
-    def __init__(self, grid: list[int], layers: list[str], with_top5: bool) -> None:
+    A counter is any named per-step quantity (`spikes/<layer>`, `sop/<layer>`, `mac/<layer>`),
+    summed over the batch; its running total is taken at every T the chunk reaches.
+    """
+
+    def __init__(self, grid: list[int], with_top5: bool) -> None:
         self.grid = grid
         self.correct1 = dict.fromkeys(grid, 0)
         self.correct5 = dict.fromkeys(grid, 0) if with_top5 else None
-        self.spikes = {t: dict.fromkeys(layers, 0.0) for t in grid}
+        self.totals: dict[int, dict[str, float]] = {t: defaultdict(float) for t in grid}
         self.neurons: dict[str, int] = {}
+        self.dense_macs: dict[str, int] = {}
         self.samples = 0
 
     def score(self, time_step: int, scores: torch.Tensor, labels: torch.Tensor) -> None:
@@ -57,12 +69,15 @@ class _Tally:
         if self.correct5 is not None:
             evaluation.top5 = {t: self.correct5[t] / samples for t in self.grid}
         evaluation.neurons_per_sample = dict(self.neurons)
+        evaluation.dense_macs_per_sample = sum(self.dense_macs.values())
         total_neurons = sum(self.neurons.values())
         for t in self.grid:
-            evaluation.firing_rates[t] = {
-                name: spikes / (self.neurons[name] * samples * t) for name, spikes in self.spikes[t].items() if self.neurons.get(name)
-            }
-            evaluation.spikes_per_neuron[t] = sum(self.spikes[t].values()) / (total_neurons * samples) if total_neurons else 0.0
+            totals = self.totals[t]
+            evaluation.firing_rates[t] = {name: totals[f"spikes/{name}"] / (count * samples * t) for name, count in self.neurons.items()}
+            spikes = sum(totals[f"spikes/{name}"] for name in self.neurons)
+            evaluation.spikes_per_neuron[t] = spikes / (total_neurons * samples) if total_neurons else 0.0
+            evaluation.sops[t] = sum(v for k, v in totals.items() if k.startswith("sop/")) / samples
+            evaluation.macs[t] = sum(v for k, v in totals.items() if k.startswith("mac/")) / samples
         return evaluation
 
 
@@ -76,14 +91,16 @@ def evaluate(
     chunk_size: int | None = None,
     memory_budget_mb: int = 2048,
     num_classes: int | None = None,
+    count_operations: bool = True,
     reporter=QUIET,
     description: str = "simulate",
 ) -> Evaluation:
-    """Accuracy at every T in `time_steps` from one simulation of max(time_steps) steps."""
+    """Accuracy and counters at every T in `time_steps` from one simulation of max(time_steps) steps."""
     grid = sorted(set(time_steps))
     model = model.to(device).eval()
     layers = model.spiking_layers()
     horizon = 1 if model.time_invariant else grid[-1]
+    counter = OperationCounter(model, all_dense=model.time_invariant) if count_operations else None
     tally: _Tally | None = None
     evaluation = Evaluation(time_steps=grid)
     started = time.perf_counter()
@@ -93,45 +110,58 @@ def evaluate(
         with reporter.task(description, total=len(loader)) as task:
             for images, labels in loader:
                 images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-                if not evaluation.chunk_size:
-                    evaluation.chunk_size = chunk_size or choose_chunk_size(model, images, horizon, memory_budget_mb)
                 if tally is None:
                     model.reset_state()
                     classes = num_classes or model(images[:1], 1).shape[-1]
-                    tally = _Tally(grid, list(layers), with_top5=classes >= 100)
-                _simulate_batch(model, layers, images, labels, horizon, evaluation.chunk_size, tally)
+                    tally = _Tally(grid, with_top5=classes >= 100)
+                    evaluation.chunk_size = chunk_size or choose_chunk_size(model, images, horizon, memory_budget_mb)
+                _simulate_batch(model, layers, counter, images, labels, horizon, evaluation.chunk_size, tally)
                 task.advance(acc=tally.correct1[grid[-1]] / tally.samples)
     finally:
         for neuron in layers.values():
             neuron.record = False
+        if counter is not None:
+            counter.close()
         model.reset_state()
     evaluation.wall_s = time.perf_counter() - started
     return tally.result(evaluation) if tally else evaluation
 
 
-def _simulate_batch(model, layers, images, labels, horizon: int, chunk_size: int, tally: _Tally) -> None:
+def _step_counts(layers, counter: OperationCounter | None) -> dict[str, torch.Tensor]:
+    """Per-step totals of the last chunk: spikes of each neuron layer, operations of each synaptic layer."""
+    counts = {f"spikes/{name}": neuron.spike_counts for name, neuron in layers.items()}
+    if counter is not None:
+        counts.update({f"{count.kind}/{name}": count.per_step for name, count in counter.counts.items()})
+    return counts
+
+
+def _simulate_batch(model, layers, counter, images, labels, horizon: int, chunk_size: int, tally: _Tally) -> None:
     model.reset_state()
     readout = None
-    spikes_so_far = dict.fromkeys(layers, 0.0)
+    so_far: dict[str, float] = defaultdict(float)
     done = 0
     while done < horizon:
         steps = min(chunk_size, horizon - done)
+        if counter is not None:
+            counter.time_steps, counter.batch_size = steps, len(images)
         outputs = model(images, steps).float()
         running = outputs.cumsum(0) if readout is None else readout + outputs.cumsum(0)
-        layer_running = {}
-        for name, neuron in layers.items():
-            layer_running[name] = spikes_so_far[name] + neuron.spike_counts.double().cumsum(0)
-            tally.neurons[name] = neuron.potential[0].numel()
+        cumulative = {name: so_far[name] + per_step.double().cumsum(0).cpu() for name, per_step in _step_counts(layers, counter).items()}
         for t in tally.grid:
-            local = min(t, horizon) - done - 1
-            reached = done < t <= done + steps or (horizon < t and done + steps == horizon)
+            # An ANN runs one step and holds it: every T beyond the horizon reads its last step.
+            reached = done < t <= done + steps or (t > horizon and done + steps == horizon)
             if reached:
+                local = min(t, horizon) - done - 1
                 tally.score(t, running[local], labels)
-                for name in layers:
-                    tally.spikes[t][name] += layer_running[name][local].item()
+                for name, totals in cumulative.items():
+                    tally.totals[t][name] += totals[local].item()
         readout = running[-1]
-        spikes_so_far = {name: counts[-1].item() for name, counts in layer_running.items()}
+        so_far = defaultdict(float, {name: totals[-1].item() for name, totals in cumulative.items()})
         done += steps
+    for name, neuron in layers.items():
+        tally.neurons[name] = neuron.potential[0].numel()
+    if counter is not None:
+        tally.dense_macs = dict(counter.dense_macs_per_sample)
     tally.samples += len(labels)
 
 

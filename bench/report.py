@@ -1,26 +1,31 @@
-"""Leaderboards from records: `results/<dataset>/leaderboard.md` and its accuracy-versus-T plot.
+"""Leaderboards from records: `results/<dataset>/leaderboard.md`, its plots, and `results/README.md`.
 
-Nothing here is typed by hand: each table and plot is regenerated from `records.jsonl` alone, the
-newest run of every (method label, architecture) pair making one row. Running
-`python -m bench.report` rebuilds every leaderboard under `results/`.
+Nothing here is typed by hand. Each table and plot is regenerated from `records.jsonl` alone, the
+newest run of every (method label, architecture) pair making one row; papers' numbers come from
+`bench/reported.yaml` and stand in their own section, never in a measured row. Rebuilding from
+the same records gives the same bytes. `python -m bench.report` rebuilds everything.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+import yaml
+from tabulate import tabulate
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from tabulate import tabulate  # noqa: E402
+from bench.efficiency import ENERGY_CAVEAT
+from bench.errors import UserError
+from bench.plots import ACCURACY_PLOT, ENERGY_PLOT, FIRING_PLOT, plot_accuracy, plot_energy, plot_firing_rates
+from bench.records import STORE_NAME, read_records
 
-from bench.records import STORE_NAME, read_records  # noqa: E402
-
-PLOT_NAME = "accuracy_vs_T.png"
+REPORTED_PATH = Path(__file__).with_name("reported.yaml")
 FAMILY_ORDER = {"reference": 0, "direct": 1, "conversion": 2}
+FRACTIONS_OF_ANN = (0.90, 0.95, 0.99)
+DEFAULT_AT = 32
+SORT_KEYS = ("method", "top1", "T@90%", "T@95%", "T@99%", "spikes/neuron", "SOPs", "energy", "train wall")
 
 
 def latest_rows(records: pd.DataFrame) -> pd.DataFrame:
@@ -33,11 +38,27 @@ def latest_rows(records: pd.DataFrame) -> pd.DataFrame:
     return chosen.sort_values(["architecture", "family_order", "label", "time_steps"], na_position="first")
 
 
-def accuracy_table(rows: pd.DataFrame, metric: str = "top1") -> tuple[list[str], list[list[str]]]:
+def _settings(rows: pd.DataFrame):
+    yield from rows.groupby(["label", "architecture"], sort=False)
+
+
+def _percent(value) -> str:
+    return "" if value is None or pd.isna(value) else f"{100 * value:.2f}"
+
+
+def _number(value, digits: int = 1) -> str:
+    return "" if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+
+def _millions(value) -> str:
+    return "" if value is None or pd.isna(value) else f"{value / 1e6:.3g}"
+
+
+def accuracy_table(rows: pd.DataFrame, metric: str = "top1") -> str:
     grid = sorted(int(t) for t in rows.loc[rows["status"] == "ok", "time_steps"].dropna().unique())
     headers = ["method", "family", "architecture", "setting"] + [f"T={t}" for t in grid]
     table = []
-    for (label, architecture), group in rows.groupby(["label", "architecture"], sort=False):
+    for (label, architecture), group in _settings(rows):
         first = group.iloc[0]
         row = [label, first["family"], architecture, first.get("setting") or ""]
         if first["status"] != "ok":
@@ -46,82 +67,139 @@ def accuracy_table(rows: pd.DataFrame, metric: str = "top1") -> tuple[list[str],
             by_t = dict(zip(group["time_steps"].astype(int), group[metric]))
             row += [_percent(by_t.get(t)) for t in grid]
         table.append(row)
-    return headers, table
+    return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def _percent(value) -> str:
-    return "" if value is None or pd.isna(value) else f"{100 * value:.2f}"
+def ann_accuracy(rows: pd.DataFrame) -> dict[str, float]:
+    """The reference ANN's top-1 per architecture."""
+    reference = rows[(rows["family"] == "reference") & (rows["status"] == "ok")]
+    return {architecture: group["top1"].iloc[0] for architecture, group in reference.groupby("architecture")}
 
 
-def provenance_table(rows: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    headers = ["method", "data (train / test images)", "epochs", "T_train", "train wall (s)", "simulate wall (s)", "hardware", "commit", "run"]
+def latency_to(group: pd.DataFrame, target: float) -> str:
+    """The smallest T of the grid whose accuracy reaches `target`, or "not reached"."""
+    reached = group[group["top1"] >= target - 1e-12]
+    return str(int(reached["time_steps"].min())) if not reached.empty else "not reached"
+
+
+def efficiency_rows(rows: pd.DataFrame, at: int) -> list[dict]:
+    ceilings = ann_accuracy(rows)
     table = []
-    for (label, _), group in rows.groupby(["label", "architecture"], sort=False):
+    for (label, architecture), group in _settings(rows):
         first = group.iloc[0]
-        table.append([
-            label, f"{first['dataset']} ({first.get('train_size', '?')} / {first.get('test_size', '?')})",
-            _integer(first.get("epochs")), _integer(first.get("time_steps_train")),
-            _seconds(first.get("train_wall_s")), _seconds(first.get("eval_wall_s")),
-            f"{first.get('hardware', '?')}, {first.get('device', '?')}", first.get("commit", "?"), first.get("run_id", "?"),
-        ])
-    return headers, table
+        if first["status"] != "ok":
+            continue
+        chosen = group[group["time_steps"] == at]
+        record = chosen.iloc[0] if not chosen.empty else group.iloc[-1]
+        ceiling = ceilings.get(architecture)
+        row = {"method": label, "T": int(record["time_steps"]), "top1": record["top1"]}
+        for fraction in FRACTIONS_OF_ANN:
+            row[f"T@{fraction:.0%}"] = latency_to(group, fraction * ceiling) if ceiling else "no ANN row"
+        row["spikes/neuron"] = record.get("spikes_per_neuron")
+        row["SOPs"] = record.get("sops_per_sample")
+        row["MACs"] = record.get("macs_per_sample")
+        row["energy"] = record.get("energy_uj")
+        ann_energy = record.get("ann_energy_uj")
+        row["energy / ANN"] = record.get("energy_uj") / ann_energy if ann_energy else None
+        row.update({"epochs": first.get("epochs"), "T_train": first.get("time_steps_train"), "train wall": first.get("train_wall_s")})
+        table.append(row)
+    return table
+
+
+def efficiency_table(rows: pd.DataFrame, at: int, sort: str) -> str:
+    table = efficiency_rows(rows, at)
+    if sort != "method":
+        table.sort(key=lambda row: _sort_value(row[sort], descending=sort == "top1"))
+    headers = ["method", "T", "top-1 (%)", "T to 90% of ANN", "T to 95%", "T to 99%", "spikes / neuron", "SOPs (M)",
+               "MACs (M)", "energy (µJ)", "energy / ANN", "epochs", "T_train", "train wall (s)"]
+    body = [[
+        row["method"], row["T"], _percent(row["top1"]), row["T@90%"], row["T@95%"], row["T@99%"],
+        _number(row["spikes/neuron"], 3), _millions(row["SOPs"]), _millions(row["MACs"]), _number(row["energy"], 2),
+        _number(row["energy / ANN"], 3), _integer(row["epochs"]), _integer(row["T_train"]), _number(row["train wall"]),
+    ] for row in table]
+    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _sort_value(value, descending: bool):
+    """Best first: the highest accuracy, else the lowest cost; "not reached" and blanks last."""
+    if isinstance(value, str):
+        return (0, float(value)) if value.isdigit() else (1, 0.0)
+    if value is None or pd.isna(value):
+        return (2, 0.0)
+    return (0, -value if descending else value)
 
 
 def _integer(value) -> str:
     return "" if value is None or pd.isna(value) else str(int(value))
 
 
-def _seconds(value) -> str:
-    return "" if value is None or pd.isna(value) else f"{value:.1f}"
+def provenance_table(rows: pd.DataFrame) -> str:
+    headers = ["method", "data (train / test images)", "setting hash", "simulate wall (s)", "hardware", "commit", "run"]
+    table = []
+    for (label, _), group in _settings(rows):
+        first = group.iloc[0]
+        table.append([
+            label, f"{first['dataset']} ({first.get('train_size', '?')} / {first.get('test_size', '?')})", first.get("setting_hash", "?"),
+            _number(first.get("eval_wall_s")), f"{first.get('hardware', '?')}, {first.get('device', '?')}",
+            first.get("commit", "?"), first.get("run_id", "?"),
+        ])
+    return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def plot_accuracy(rows: pd.DataFrame, path: Path) -> None:
-    ok = rows[rows["status"] == "ok"]
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for (label, architecture), group in ok.groupby(["label", "architecture"], sort=False):
-        name = f"{label} ({architecture})"
-        if group["family"].iloc[0] == "reference":
-            axes.axhline(100 * group["top1"].iloc[0], linestyle="--", color="grey", label=f"{name}: ceiling")
-        else:
-            group = group.sort_values("time_steps")
-            axes.plot(group["time_steps"], 100 * group["top1"], marker="o", markersize=3, label=name)
-    axes.set_xscale("log")
-    axes.set_xlabel("time steps T (log scale)")
-    axes.set_ylabel("top-1 accuracy (%)")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120, metadata={"Software": None})
-    plt.close(figure)
+def reported_dataset(dataset: str) -> str:
+    """Which papers' dataset a measured one is compared with (`tiny-imagenette` -> `imagenette`)."""
+    if dataset.startswith("folder:"):
+        dataset = Path(dataset.removeprefix("folder:").rstrip("/")).name
+    return dataset.removeprefix("tiny-").split("-")[0].lower()
 
 
-def write_leaderboard(dataset_dir: Path) -> Path:
-    """Regenerate `leaderboard.md` and the plot in `dataset_dir` from its records."""
-    records = read_records(dataset_dir / STORE_NAME)
-    rows = latest_rows(records)
+def reported_table(dataset: str) -> str | None:
+    if not REPORTED_PATH.is_file():
+        return None
+    entries = [e for e in (yaml.safe_load(REPORTED_PATH.read_text()) or []) if e.get("dataset") == reported_dataset(dataset)]
+    if not entries:
+        return None
+    headers = ["method", "family", "architecture", "T", "top-1 (%)", "paper's ANN (%)", "paper"]
+    body = [[e["method"], e.get("family", ""), e.get("architecture", ""),
+             e.get("time_steps") or "not given", _number(e.get("top1"), 2),
+             _number(e.get("ann_top1"), 2), f"[{e['paper']}]({e['url']})" if e.get("url") else e["paper"]] for e in entries]
+    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def write_leaderboard(dataset_dir: Path, at: int = DEFAULT_AT, sort: str = "method") -> Path:
+    """Regenerate `leaderboard.md` and its plots in `dataset_dir` from its records."""
+    if sort not in SORT_KEYS:
+        raise UserError(f"cannot sort by {sort!r}; choose one of {', '.join(SORT_KEYS)}")
+    rows = latest_rows(read_records(dataset_dir / STORE_NAME))
     path = dataset_dir / "leaderboard.md"
     if rows.empty:
         return path
-    plot_accuracy(rows, dataset_dir / PLOT_NAME)
     dataset = rows["dataset"].iloc[0]
+    plot_accuracy(rows, dataset_dir / ACCURACY_PLOT)
     lines = [
-        f"# Leaderboard: {dataset}",
-        "",
-        "Top-1 accuracy (%) of the readout averaged over the first T time steps. The `ann` row is the",
-        "trained ANN (the ceiling); every number comes from `records.jsonl` beside this file.",
-        "",
-        tabulate(accuracy_table(rows)[1], headers=accuracy_table(rows)[0], tablefmt="github", disable_numparse=True),
-        "",
+        f"# Leaderboard: {dataset}", "",
+        "Top-1 accuracy (%) of the readout averaged over the first T time steps; the `ann` row is the trained",
+        "ANN, the ceiling. Every measured number here is generated from `records.jsonl` beside this file.", "",
+        accuracy_table(rows), "", f"![accuracy versus T]({ACCURACY_PLOT})", "",
     ]
     if "top5" in rows and rows["top5"].notna().any():
-        headers, table = accuracy_table(rows, "top5")
-        lines += ["Top-5 accuracy (%):", "", tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), ""]
-    lines += [f"![accuracy versus T]({PLOT_NAME})", "", "## How it was produced", ""]
-    headers, table = provenance_table(rows)
-    lines += [tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), ""]
+        lines += ["Top-5 accuracy (%):", "", accuracy_table(rows, "top5"), ""]
+    lines += [f"## Latency and efficiency at T = {at}", "",
+              "Per test image. T to x% of ANN: the smallest T of the grid reaching that fraction of the ANN's top-1.",
+              f"Energy: {ENERGY_CAVEAT}.", "", efficiency_table(rows, at, sort), ""]
+    if plot_energy(rows, dataset_dir / ENERGY_PLOT):
+        lines += [f"![accuracy versus energy]({ENERGY_PLOT})", ""]
+    if plot_firing_rates(rows, at, dataset_dir / FIRING_PLOT):
+        lines += [f"![firing rate per layer]({FIRING_PLOT})", ""]
+    reported = reported_table(dataset)
+    if reported:
+        lines += ["## Reported in papers, not measured here", "",
+                  f"Numbers the papers report on {reported_dataset(dataset)} (full data, their own models and training), "
+                  "from `bench/reported.yaml`; for context only.", "", reported, ""]
+    lines += ["## How it was produced", "", provenance_table(rows), ""]
     first = rows.iloc[0]
-    lines += [f"Model options: {first.get('model_options', '')}; versions: {_versions(first.get('versions'))}.", ""]
-    lines += ["Regenerate with `python -m bench.report`.", ""]
+    lines += [f"Model options: {first.get('model_options', '')}; seed {first.get('seed', '?')}; versions: {_versions(first.get('versions'))}.", "",
+              "Regenerate with `python -m bench.report`.", ""]
     path.write_text("\n".join(lines))
     return path
 
@@ -132,17 +210,52 @@ def _versions(versions) -> str:
     return ", ".join(f"{name} {version}" for name, version in sorted(versions.items()))
 
 
-def rebuild_all(results_dir: Path) -> list[Path]:
-    return [write_leaderboard(store.parent) for store in sorted(results_dir.glob(f"*/{STORE_NAME}"))]
+def write_index(results_dir: Path) -> Path:
+    """`results/README.md`: one line per leaderboard with its best measured method."""
+    lines = ["# Results", "", "Every leaderboard below is generated from its `records.jsonl` by `python -m bench.report`.", ""]
+    table = []
+    for store in sorted(results_dir.glob(f"*/{STORE_NAME}")):
+        rows = latest_rows(read_records(store))
+        ok = rows[rows["status"] == "ok"] if not rows.empty else rows
+        if ok.empty:
+            continue
+        spiking = ok[ok["family"] != "reference"]
+        best = spiking.loc[spiking["top1"].idxmax()] if not spiking.empty else None
+        ceilings = ann_accuracy(ok)
+        table.append([
+            f"[{ok['dataset'].iloc[0]}]({store.parent.name}/leaderboard.md)", ", ".join(sorted(ok["architecture"].unique())),
+            ", ".join(f"{_percent(v)}" for v in ceilings.values()),
+            f"{best['label']}: {_percent(best['top1'])} at T={int(best['time_steps'])}" if best is not None else "",
+            ", ".join(sorted(ok["commit"].astype(str).unique())),
+        ])
+    lines += [tabulate(table, headers=["leaderboard", "architectures", "ANN top-1 (%)", "best spiking top-1", "commits"],
+                       tablefmt="github", disable_numparse=True), ""]
+    path = results_dir / "README.md"
+    path.write_text("\n".join(lines))
+    return path
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Regenerate every leaderboard under a results folder from its records.")
+def rebuild_all(results_dir: Path, at: int = DEFAULT_AT, sort: str = "method") -> list[Path]:
+    paths = [write_leaderboard(store.parent, at, sort) for store in sorted(results_dir.glob(f"*/{STORE_NAME}"))]
+    return paths + [write_index(results_dir)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Regenerate every leaderboard and plot under a results folder from its records.")
     parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--at", type=int, default=DEFAULT_AT, help=f"T for the efficiency table (default {DEFAULT_AT})")
+    parser.add_argument("--sort", default="method", help=f"sort the efficiency table by one of: {', '.join(SORT_KEYS)}")
     args = parser.parse_args(argv)
-    for path in rebuild_all(Path(args.results_dir)):
-        print(path)
+    try:
+        if not Path(args.results_dir).is_dir():
+            raise UserError(f"results folder {args.results_dir} does not exist; run `python run_all.py` first")
+        for path in rebuild_all(Path(args.results_dir), args.at, args.sort):
+            print(path)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -19,11 +19,12 @@ import torch
 from bench.architectures import build_architecture
 from bench.config import RunConfig, hash_of
 from bench.datasets import DatasetSplits, load_dataset
+from bench.efficiency import energy_microjoules
 from bench.errors import UserError
 from bench.harness import Evaluation, evaluate
 from bench.progress import QUIET
 from bench.records import Provenance, append_records, finished_settings, store_path
-from bench.report import write_leaderboard
+from bench.report import write_index, write_leaderboard
 from bench.training import TrainingDiverged
 from methods.registry import MethodEntry, RunContext, get_method, load_plugins
 
@@ -108,7 +109,9 @@ def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False) -> Path:
         records = _run_method(method, context, config, loader, reporter)
         base = _base_record(method, context, config, dataset, provenance)
         append_records(store, [{**base, **record} for record in records])
-    return write_leaderboard(store.parent)
+    leaderboard = write_leaderboard(store.parent)
+    write_index(Path(config.results_dir))
+    return leaderboard
 
 
 def _run_method(method: PlannedMethod, context: RunContext, config: RunConfig, loader, reporter) -> list[dict[str, Any]]:
@@ -122,20 +125,29 @@ def _run_method(method: PlannedMethod, context: RunContext, config: RunConfig, l
     build_wall_s = time.perf_counter() - started
     evaluation = evaluate(
         model, loader("test"), config.eval.time_steps, context.device, chunk_size=config.eval.chunk_size,
-        memory_budget_mb=config.eval.memory_budget_mb, num_classes=context.dataset.info.num_classes, reporter=reporter,
-        description=f"simulate {method.label}",
+        memory_budget_mb=config.eval.memory_budget_mb, num_classes=context.dataset.info.num_classes,
+        count_operations=config.eval.count_operations, reporter=reporter, description=f"simulate {method.label}",
     )
-    return [_evaluation_record(evaluation, t, build_wall_s) for t in evaluation.time_steps]
+    return [_evaluation_record(evaluation, t, build_wall_s, config) for t in evaluation.time_steps]
 
 
-def _evaluation_record(evaluation: Evaluation, time_steps: int, build_wall_s: float) -> dict[str, Any]:
-    return {
+def _evaluation_record(evaluation: Evaluation, time_steps: int, build_wall_s: float, config: RunConfig) -> dict[str, Any]:
+    record = {
         "status": "ok", "time_steps": time_steps, "top1": evaluation.top1[time_steps],
         "top5": evaluation.top5[time_steps] if evaluation.top5 else None,
         "spikes_per_neuron": evaluation.spikes_per_neuron.get(time_steps, 0.0),
         "firing_rates": evaluation.firing_rates.get(time_steps, {}), "neurons_per_sample": evaluation.neurons_per_sample,
         "eval_wall_s": evaluation.wall_s, "build_wall_s": build_wall_s, "chunk_size": evaluation.chunk_size,
     }
+    if config.eval.count_operations:
+        sops, macs, dense = evaluation.sops[time_steps], evaluation.macs[time_steps], evaluation.dense_macs_per_sample
+        record.update(
+            sops_per_sample=sops, macs_per_sample=macs, ann_macs_per_sample=dense,
+            energy_uj=energy_microjoules(macs, sops, config.eval.pj_per_mac, config.eval.pj_per_ac),
+            ann_energy_uj=energy_microjoules(dense, 0.0, config.eval.pj_per_mac, config.eval.pj_per_ac),
+            pj_per_mac=config.eval.pj_per_mac, pj_per_ac=config.eval.pj_per_ac,
+        )
+    return record
 
 
 def _base_record(method: PlannedMethod, context: RunContext, config: RunConfig, dataset: DatasetSplits, provenance: Provenance) -> dict[str, Any]:

@@ -66,7 +66,7 @@ def test_plugin_method_appears_in_the_leaderboard(tmp_path, monkeypatch, capsys)
     assert main(args) == 0
     leaderboard = (tmp_path / "results" / "tiny-imagenette" / "leaderboard.md").read_text()
     rows = [line for line in leaderboard.splitlines() if line.startswith("| toy_untrained ")]
-    assert len(rows) == 2  # accuracy table and provenance table
+    assert len(rows) == 3  # accuracy, efficiency and provenance tables
     assert "| ann " in leaderboard and "T=4" in leaderboard
     assert (tmp_path / "results" / "tiny-imagenette" / "accuracy_vs_T.png").is_file()
     # Run again: the finished settings are found in the store and skipped, the leaderboard is unchanged.

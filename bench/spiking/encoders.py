@@ -19,6 +19,7 @@ class DirectEncoder(nn.Module):
     """The same analog image at every time step."""
 
     constant_in_time = True
+    emits_events = False
 
     def forward(self, images: torch.Tensor, time_steps: int) -> torch.Tensor:
         return images.unsqueeze(0).expand(time_steps, *images.shape)
@@ -31,6 +32,7 @@ class PoissonEncoder(nn.Module):
     """Signed Bernoulli spikes whose mean over time is the image."""
 
     constant_in_time = False
+    emits_events = True
 
     def __init__(self, seed: int = 0) -> None:
         super().__init__()

@@ -1,0 +1,115 @@
+"""Operation counters for the harness: synaptic operations (SOPs), MACs and an energy estimate.
+
+A synaptic layer is an `nn.Conv2d` or `nn.Linear`. Its input `[T*B, ...]` is either events
+(spikes, possibly pooled) or analog values (the image under direct coding, or any layer of an
+ANN):
+- events: SOPs at step t = sum over input positions of [input != 0] * fan-out(position), where
+  a convolution's fan-out counts exactly the outputs a position reaches given kernel, stride,
+  padding and dilation (border positions reach fewer), times out_channels / groups;
+- analog: dense MACs = output elements * (in_channels / groups) * kernel area (per sample, per
+  step), the usual count that includes the padded border.
+Energy follows the 45 nm convention (Horowitz 2014): 4.6 pJ per MAC, 0.9 pJ per accumulate. It
+counts compute only, no memory traffic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PJ_PER_MAC = 4.6
+PJ_PER_AC = 0.9
+ENERGY_CAVEAT = "compute only (45 nm: 4.6 pJ/MAC, 0.9 pJ/AC, Horowitz 2014); memory traffic is not counted"
+
+
+def synaptic_layers(model: nn.Module) -> dict[str, nn.Module]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+def conv_fan_out(conv: nn.Conv2d, height: int, width: int) -> torch.Tensor:
+    """`[H, W]`: how many outputs of one output channel each input position reaches."""
+    out_height = (height + 2 * conv.padding[0] - conv.dilation[0] * (conv.kernel_size[0] - 1) - 1) // conv.stride[0] + 1
+    out_width = (width + 2 * conv.padding[1] - conv.dilation[1] * (conv.kernel_size[1] - 1) - 1) // conv.stride[1] + 1
+    ones = torch.ones(1, 1, out_height, out_width)
+    kernel = torch.ones(1, 1, *conv.kernel_size)
+    # Spread over the padded input, then crop the padding; rows the last stride never reaches stay 0.
+    spread = F.conv_transpose2d(ones, kernel, stride=conv.stride, dilation=conv.dilation)[0, 0]
+    spread = spread[conv.padding[0]: conv.padding[0] + height, conv.padding[1]: conv.padding[1] + width]
+    cover = torch.zeros(height, width)
+    cover[: spread.shape[0], : spread.shape[1]] = spread
+    return cover
+
+
+def dense_macs(layer: nn.Module, inputs: torch.Tensor, outputs: torch.Tensor) -> int:
+    """MACs of one sample through `layer`, given a batch of its inputs and outputs."""
+    if isinstance(layer, nn.Linear):
+        return layer.in_features * layer.out_features
+    per_output = (layer.in_channels // layer.groups) * layer.kernel_size[0] * layer.kernel_size[1]
+    return outputs[0].numel() * per_output
+
+
+@dataclass
+class LayerCount:
+    kind: str  # "sop" or "mac"
+    per_step: torch.Tensor  # [steps], summed over the batch
+
+
+class OperationCounter:
+    """Hooks on every synaptic layer of a model; `counts` holds the last call's per-step totals.
+
+    `analog_input` is the tensor the model's body received when its input is analog (direct
+    coding); a layer fed that very tensor counts MACs. Everything else in a spiking model counts
+    SOPs, and every layer of a time-invariant model (an ANN) counts MACs.
+    """
+
+    def __init__(self, model: nn.Module, all_dense: bool = False) -> None:
+        self.layers = synaptic_layers(model)
+        self.all_dense = all_dense
+        self.time_steps = 1
+        self.batch_size = 1
+        self.analog_input: torch.Tensor | None = None
+        self.counts: dict[str, LayerCount] = {}
+        self.dense_macs_per_sample: dict[str, int] = {}
+        self._fan_out: dict[tuple[str, int, int], torch.Tensor] = {}
+        self._handles = [layer.register_forward_hook(self._hook(name)) for name, layer in self.layers.items()]
+        body, encoder = getattr(model, "body", None), getattr(model, "encoder", None)
+        if body is not None and encoder is not None and not getattr(encoder, "emits_events", True):
+            self._handles.append(body.register_forward_pre_hook(self._remember_analog_input))
+
+    def _remember_analog_input(self, body, inputs) -> None:
+        self.analog_input = inputs[0]
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _hook(self, name: str):
+        def count(layer, inputs, outputs):
+            (source,) = inputs
+            macs = dense_macs(layer, source, outputs)
+            self.dense_macs_per_sample[name] = macs
+            if self.all_dense or (self.analog_input is not None and source.data_ptr() == self.analog_input.data_ptr()):
+                steps = torch.full((self.time_steps,), float(macs * self.batch_size))
+                self.counts[name] = LayerCount("mac", steps)
+            else:
+                self.counts[name] = LayerCount("sop", self._sops(name, layer, source))
+
+        return count
+
+    def _sops(self, name: str, layer: nn.Module, source: torch.Tensor) -> torch.Tensor:
+        events = source.detach().unflatten(0, (self.time_steps, -1)) != 0
+        if isinstance(layer, nn.Linear):
+            return events.flatten(1).sum(1).double() * layer.out_features
+        per_position = events.sum(dim=(1, 2)).double()  # [steps, H, W]
+        key = (name, source.shape[-2], source.shape[-1])
+        if key not in self._fan_out:
+            self._fan_out[key] = conv_fan_out(layer, *key[1:]).double().to(source.device) * (layer.out_channels // layer.groups)
+        return (per_position * self._fan_out[key]).sum(dim=(1, 2))
+
+
+def energy_microjoules(macs: float, sops: float, pj_per_mac: float = PJ_PER_MAC, pj_per_ac: float = PJ_PER_AC) -> float:
+    return (macs * pj_per_mac + sops * pj_per_ac) * 1e-6

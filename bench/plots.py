@@ -1,0 +1,87 @@
+"""Plots beside each leaderboard, drawn from the same rows as its tables.
+
+- `accuracy_vs_T.png`: top-1 against T (log scale), the ANN as a dashed ceiling;
+- `accuracy_vs_energy.png`: top-1 against estimated energy per image, one point per T;
+- `firing_rates.png`: spikes per neuron per step for each layer, at the table's chosen T.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+ACCURACY_PLOT = "accuracy_vs_T.png"
+ENERGY_PLOT = "accuracy_vs_energy.png"
+FIRING_PLOT = "firing_rates.png"
+
+
+def _save(figure, path: Path) -> None:
+    figure.tight_layout()
+    # No software or date stamp: a plot rebuilt from the same records is the same file.
+    figure.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(figure)
+
+
+def _groups(rows: pd.DataFrame):
+    ok = rows[rows["status"] == "ok"]
+    for (label, architecture), group in ok.groupby(["label", "architecture"], sort=False):
+        yield f"{label} ({architecture})", group.sort_values("time_steps")
+
+
+def plot_accuracy(rows: pd.DataFrame, path: Path) -> None:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for name, group in _groups(rows):
+        if group["family"].iloc[0] == "reference":
+            axes.axhline(100 * group["top1"].iloc[0], linestyle="--", color="grey", label=f"{name}: ceiling")
+        else:
+            axes.plot(group["time_steps"], 100 * group["top1"], marker="o", markersize=3, label=name)
+    axes.set_xscale("log")
+    axes.set_xlabel("time steps T (log scale)")
+    axes.set_ylabel("top-1 accuracy (%)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    _save(figure, path)
+
+
+def plot_energy(rows: pd.DataFrame, path: Path) -> bool:
+    if "energy_uj" not in rows or rows["energy_uj"].isna().all():
+        return False
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for name, group in _groups(rows):
+        if group["family"].iloc[0] == "reference":
+            axes.scatter(group["energy_uj"].iloc[:1], 100 * group["top1"].iloc[:1], marker="*", s=120, color="grey", label=name, zorder=3)
+        else:
+            axes.plot(group["energy_uj"], 100 * group["top1"], marker="o", markersize=3, label=f"{name}, T grid")
+    axes.set_xscale("log")
+    axes.set_xlabel("estimated energy per image (µJ, compute only, log scale)")
+    axes.set_ylabel("top-1 accuracy (%)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    _save(figure, path)
+    return True
+
+
+def plot_firing_rates(rows: pd.DataFrame, time_steps: int, path: Path) -> bool:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    drawn = False
+    for name, group in _groups(rows):
+        at_t = group[group["time_steps"] == time_steps]
+        if at_t.empty or not isinstance(at_t["firing_rates"].iloc[0], dict) or not at_t["firing_rates"].iloc[0]:
+            continue
+        rates = at_t["firing_rates"].iloc[0]
+        axes.plot(range(len(rates)), list(rates.values()), marker="o", markersize=3, label=name)
+        drawn = True
+    if not drawn:
+        plt.close(figure)
+        return False
+    axes.set_xlabel("spiking layer (input to output)")
+    axes.set_ylabel(f"spikes per neuron per step at T={time_steps}")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    _save(figure, path)
+    return True

@@ -1,0 +1,102 @@
+"""Leaderboards: generated from records alone, byte-identical when rebuilt, measured and reported apart."""
+
+import json
+
+import pandas as pd
+
+from bench.records import append_records, read_records
+from bench.report import latency_to, main, rebuild_all, reported_dataset, write_leaderboard
+
+
+def record(label, family, t, top1, run="20260101T000000Z-aaaaaa", **extra):
+    return {
+        "dataset": "cifar100", "label": label, "method": label, "family": family, "architecture": "cifar_resnet8",
+        "time_steps": t, "top1": top1, "top5": min(1.0, top1 + 0.2), "status": "ok", "run_id": run, "setting": "",
+        "spikes_per_neuron": 0.1 * t, "sops_per_sample": 1e6 * t, "macs_per_sample": 1e5 * t, "energy_uj": 1.0 * t,
+        "ann_energy_uj": 50.0, "firing_rates": {"act1": 0.1, "layer1.act": 0.2}, "epochs": 2, "time_steps_train": 4,
+        "train_wall_s": 12.0, "eval_wall_s": 3.0, "commit": "abc123", "hardware": "cpu", "device": "cpu",
+        "train_size": 100, "test_size": 50, "seed": 0, "versions": {"torch": "2"}, "setting_hash": label, **extra,
+    }
+
+
+def write_store(folder):
+    rows = [record("ann", "reference", t, 0.60, energy_uj=50.0, sops_per_sample=0.0) for t in (1, 10, 100)]
+    rows += [record("direct", "direct", t, acc) for t, acc in ((1, 0.30), (10, 0.58), (100, 0.595))]
+    rows += [record("conversion", "conversion", t, acc) for t, acc in ((1, 0.01), (10, 0.2), (100, 0.59))]
+    rows.append({**record("broken", "direct", 1, 0.0), "time_steps": None, "top1": None, "status": "failed", "error": "loss became nan"})
+    append_records(folder / "records.jsonl", rows)
+
+
+def test_leaderboard_is_byte_identical_when_rebuilt(tmp_path):
+    folder = tmp_path / "cifar100"
+    write_store(folder)
+    first = write_leaderboard(folder, at=10).read_bytes()
+    plots = {p.name: p.read_bytes() for p in folder.glob("*.png")}
+    assert set(plots) == {"accuracy_vs_T.png", "accuracy_vs_energy.png", "firing_rates.png"}
+    assert write_leaderboard(folder, at=10).read_bytes() == first
+    assert {p.name: p.read_bytes() for p in folder.glob("*.png")} == plots
+    text = first.decode()
+    assert "| direct " in text and "30.00" in text and "59.50" in text
+    assert "failed: loss became nan" in text
+    assert "Reported in papers, not measured here" in text or "bench/reported.yaml" not in text
+
+
+def test_latency_to_fraction_of_ann():
+    group = pd.DataFrame({"time_steps": [1, 10, 100], "top1": [0.3, 0.58, 0.595]})
+    assert latency_to(group, 0.9 * 0.6) == "10"
+    assert latency_to(group, 0.99 * 0.6) == "100"
+    assert latency_to(group, 0.61) == "not reached"
+
+
+def test_efficiency_columns_and_sorting(tmp_path):
+    folder = tmp_path / "cifar100"
+    write_store(folder)
+    text = write_leaderboard(folder, at=10, sort="energy").read_text()
+    section = text.split("## Latency and efficiency at T = 10")[1].split("##")[0]
+    direct_row = next(line for line in section.splitlines() if line.startswith("| direct "))
+    cells = [cell.strip() for cell in direct_row.strip("|").split("|")]
+    # method, T, top-1, T@90%, T@95%, T@99%, spikes/neuron, SOPs (M), MACs (M), energy, energy/ANN, ...
+    assert cells[:11] == ["direct", "10", "58.00", "10", "10", "100", "1.000", "10", "1", "10.00", "0.200"]
+    assert section.index("| ann ") > section.index("| direct ")  # sorted by energy, lowest first
+    text = write_leaderboard(folder, at=10, sort="method").read_text()
+    section = text.split("## Latency and efficiency at T = 10")[1].split("##")[0]
+    assert section.index("| ann ") < section.index("| direct ")
+    conversion_row = next(line for line in section.splitlines() if line.startswith("| conversion "))
+    assert "not reached" not in conversion_row.split("|")[4]
+
+
+def test_newest_run_wins_and_index_lists_leaderboards(tmp_path):
+    folder = tmp_path / "cifar100"
+    write_store(folder)
+    append_records(folder / "records.jsonl", [record("direct", "direct", t, 0.5, run="20270101T000000Z-bbbbbb") for t in (1, 10, 100)])
+    paths = rebuild_all(tmp_path, at=10)
+    text = (folder / "leaderboard.md").read_text()
+    assert "50.00" in text and "58.00" not in text
+    index = (tmp_path / "README.md").read_text()
+    assert paths[-1] == tmp_path / "README.md"
+    assert "[cifar100](cifar100/leaderboard.md)" in index and "60.00" in index
+
+
+def test_report_command_errors_are_one_line(tmp_path, capsys):
+    assert main(["--results-dir", str(tmp_path / "absent")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    write_store(tmp_path / "cifar100")
+    assert main(["--results-dir", str(tmp_path), "--sort", "nope"]) == 2
+
+
+def test_corrupt_store_line_is_a_user_error(tmp_path):
+    path = tmp_path / "records.jsonl"
+    path.write_text(json.dumps({"a": 1}) + "\n{not json\n")
+    try:
+        read_records(path)
+    except Exception as error:  # noqa: BLE001
+        assert type(error).__name__ == "UserError" and "line 2" in str(error)
+    else:
+        raise AssertionError("a corrupt line must be refused")
+
+
+def test_reported_dataset_names():
+    assert reported_dataset("tiny-imagenette") == "imagenette"
+    assert reported_dataset("imagenette-320") == "imagenette"
+    assert reported_dataset("cifar100") == "cifar100"
+    assert reported_dataset("folder:../shared/data/cifar10-jpeg/") == "cifar10"
