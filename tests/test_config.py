@@ -1,5 +1,7 @@
 """Config loading: YAML into dataclasses, dotted overrides, refusal of unknown keys and bad values."""
 
+from pathlib import Path
+
 import pytest
 
 from bench.config import RunConfig, load_config
@@ -64,3 +66,19 @@ def test_section_hash_changes_with_the_section_only():
     other_train = load_config(None, ["train.epochs=1"])
     assert base.section_hash("data", "model") == other_train.section_hash("data", "model")
     assert base.section_hash("train") != other_train.section_hash("train")
+
+
+SUITE_CONFIGS = [p for p in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")) if p.name != "gradients.yaml"]
+
+
+@pytest.mark.parametrize("path", SUITE_CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path):
+    """Paper-scale configs cannot run here, but their keys, values, methods and names must be right."""
+    from bench.architectures import list_architectures
+    from bench.datasets import list_datasets
+    from bench.runner import plan_methods
+
+    config = load_config(path)
+    assert config.data.name.startswith("folder:") or config.data.name in list_datasets()
+    assert config.model.name in list_architectures()
+    assert plan_methods(config)
