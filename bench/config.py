@@ -76,7 +76,7 @@ class TrainConfig:
 class EvalConfig:
     time_steps: list[int] = field(default_factory=lambda: list(DEFAULT_TIME_GRID))
     chunk_size: int | None = None
-    memory_budget_mb: int = 2048
+    memory_budget_mb: int = 256
     count_operations: bool = True
     pj_per_mac: float = 4.6
     pj_per_ac: float = 0.9

@@ -65,6 +65,17 @@ def plan_methods(config: RunConfig) -> list[PlannedMethod]:
     return planned
 
 
+def training_fingerprint(config: RunConfig) -> str:
+    """What a trained network depends on: the training data, the architecture and the seed.
+
+    The test subset, batch size of evaluation, workers and data root are left out, so that
+    evaluating a cached network on other test images does not train it again.
+    """
+    data = config.data
+    training_data = [data.name, data.train_subset, data.image_size, data.augment, data.batch_size]
+    return hash_of([training_data, dataclasses.asdict(config.model), config.seed])
+
+
 def make_loader_factory(dataset: DatasetSplits, config: RunConfig):
     def make_loader(split: str, *, shuffle: bool = False, batch_size: int | None = None):
         source = getattr(dataset, split)
@@ -103,7 +114,7 @@ def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False) -> Path:
             continue
         context = RunContext(
             dataset=dataset, architecture=config.model.name, build_ann=build_ann, options=method.options, train=config.train,
-            device=device, cache_dir=Path(config.cache_dir), seed=config.seed, fingerprint=config.section_hash("data", "model") + str(config.seed),
+            device=device, cache_dir=Path(config.cache_dir), seed=config.seed, fingerprint=training_fingerprint(config),
             data_loader=loader, progress=reporter,
         )
         records = _run_method(method, context, config, loader, reporter)
