@@ -143,15 +143,16 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """3x3 stem, three stages of BasicBlocks at 16/32/64 x width channels, average pool, linear.
+    """3x3 stem, stages of BasicBlocks (16/32/64 x width channels by default), average pool, linear.
 
-    [B, in_channels, H, W] -> [B, num_classes]; stages 2 and 3 halve H and W. There is no stem
-    pooling, so the `pooling` option does not apply to this family.
+    [B, in_channels, H, W] -> [B, num_classes]; every stage after the first halves H and W. There
+    is no stem pooling, so the `pooling` option does not apply to this family.
     """
 
-    def __init__(self, blocks_per_stage: int, num_classes: int, in_channels: int = 3, width: float = 1.0):
+    def __init__(self, blocks_per_stage: int, num_classes: int, in_channels: int = 3, width: float = 1.0,
+                 base_channels: tuple[int, ...] = (16, 32, 64)):
         super().__init__()
-        stage_channels = [_scaled(c, width) for c in (16, 32, 64)]
+        stage_channels = [_scaled(c, width) for c in base_channels]
         self.conv1 = nn.Conv2d(in_channels, stage_channels[0], 3, 1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(stage_channels[0])
         self.act1 = nn.ReLU()
@@ -161,6 +162,7 @@ class CifarResNet(nn.Module):
             stage = self._make_stage(previous, channels, blocks_per_stage, stride)
             self.add_module(f"layer{stage_index + 1}", stage)
             previous = channels
+        self.num_stages = len(stage_channels)
         self.global_pool = _global_average_pool()
         self.fc = nn.Linear(previous, num_classes)
 
@@ -172,7 +174,8 @@ class CifarResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
+        for stage_index in range(self.num_stages):
+            x = getattr(self, f"layer{stage_index + 1}")(x)
         return self.fc(self.global_pool(x))
 
 
@@ -181,6 +184,13 @@ def _create_cifar_resnet(depth: int, num_classes: int, *, image_size: int, in_ch
     _reject_unknown_options("cifar_resnet", unknown)
     blocks_per_stage = (depth - 2) // 6
     return CifarResNet(blocks_per_stage, num_classes, in_channels=in_channels, width=width)
+
+
+@register_architecture
+def cifar_resnet18(num_classes: int, *, image_size: int, in_channels: int, width: float, pooling: str, **unknown) -> CifarResNet:
+    """ResNet-18 layout (4 stages of 2 BasicBlocks, 17 convs + fc) at 16/32/64/128 x width channels."""
+    _reject_unknown_options("cifar_resnet", unknown)
+    return CifarResNet(2, num_classes, in_channels=in_channels, width=width, base_channels=(16, 32, 64, 128))
 
 
 @register_architecture

@@ -92,7 +92,7 @@ def test_vgg_tiny_max_pooling_option():
 
 
 @pytest.mark.parametrize("name, expected_relus", [
-    ("cifar_resnet20", 1 + 2 * 9), ("resnet18", 1 + 2 * 8), ("resnet50", 1 + 3 * 16), ("cifar_vgg_tiny", 4),
+    ("cifar_resnet20", 1 + 2 * 9), ("cifar_resnet18", 1 + 2 * 8), ("resnet18", 1 + 2 * 8), ("resnet50", 1 + 3 * 16), ("cifar_vgg_tiny", 4),
 ])
 def test_relu_count_by_hand(name, expected_relus):
     assert len(_relu_modules(_model(name))) == expected_relus
@@ -149,7 +149,7 @@ def test_block_last_act_sees_branch_plus_shortcut(name, block_path, last_bn, las
 
 def test_list_architectures_wildcards():
     assert list_architectures("cifar_resnet*") == [
-        "cifar_resnet14", "cifar_resnet20", "cifar_resnet32", "cifar_resnet56", "cifar_resnet8"]
+        "cifar_resnet14", "cifar_resnet18", "cifar_resnet20", "cifar_resnet32", "cifar_resnet56", "cifar_resnet8"]
     assert set(list_architectures("cifar_*")) >= {"cifar_resnet8", "cifar_vgg_tiny"}
     assert list_architectures("resnet?8") == ["resnet18"]
     assert list_architectures() == sorted(list_architectures())
