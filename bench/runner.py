@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from bench import distributed
 from bench.architectures import build_architecture
 from bench.config import RunConfig, hash_of
 from bench.datasets import DatasetSplits, load_dataset
@@ -79,19 +80,30 @@ def training_fingerprint(config: RunConfig) -> str:
 def make_loader_factory(dataset: DatasetSplits, config: RunConfig):
     def make_loader(split: str, *, shuffle: bool = False, batch_size: int | None = None):
         source = getattr(dataset, split)
+        if split == "test":  # under torchrun each process evaluates a disjoint shard; the harness adds them up
+            source = distributed.shard_for_evaluation(source)
         generator = torch.Generator().manual_seed(config.seed)
         size = batch_size or (config.data.batch_size if split == "train" else config.data.eval_batch_size)
+        drop_last = shuffle and len(source) // distributed.world_size() > size
+        # Shuffled training data is split between the processes of a torchrun; other loaders see it all.
+        sampler = distributed.training_sampler(source, shuffle, config.seed, drop_last=False) if split == "train" and shuffle else None
         return torch.utils.data.DataLoader(
-            source, batch_size=size, shuffle=shuffle, generator=generator, num_workers=config.data.workers,
-            drop_last=shuffle and len(source) > size, persistent_workers=config.data.workers > 0,
+            source, batch_size=size, shuffle=shuffle and sampler is None, sampler=sampler, generator=generator,
+            num_workers=config.data.workers, drop_last=drop_last, persistent_workers=config.data.workers > 0,
         )
 
     return make_loader
 
 
 def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False) -> Path:
-    """Run every method of `config`; return the leaderboard path."""
-    device = resolve_device(config.device)
+    """Run every method of `config`; return the leaderboard path.
+
+    Under torchrun the processes train together, evaluate disjoint shards of the test set and
+    add up their counts; only the main process shows progress and writes records and reports.
+    """
+    distributed.init_from_environment()
+    reporter = reporter if distributed.is_main() else QUIET
+    device = distributed.local_device(resolve_device(config.device))
     planned = plan_methods(config)
     dataset = load_dataset(
         config.data.name, config.data.root, train_subset=config.data.train_subset, test_subset=config.data.test_subset,
@@ -106,6 +118,7 @@ def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False) -> Path:
     build_ann()  # an unknown architecture or bad option fails here, before any training
     store = store_path(config.results_dir, config.data.name)
     done = set() if rerun else finished_settings(store)
+    distributed.barrier()  # every process reads the store before the main one appends to it
     provenance = Provenance.capture(config.section_hash("data", "model", "train", "eval"), config.seed, device)
     loader = make_loader_factory(dataset, config)
     for method in planned:
@@ -119,10 +132,13 @@ def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False) -> Path:
         )
         records = _run_method(method, context, config, loader, reporter)
         base = _base_record(method, context, config, dataset, provenance)
-        append_records(store, [{**base, **record} for record in records])
-    leaderboard = write_leaderboard(store.parent)
-    write_index(Path(config.results_dir))
-    return leaderboard
+        if distributed.is_main():
+            append_records(store, [{**base, **record} for record in records])
+    if distributed.is_main():
+        write_leaderboard(store.parent)
+        write_index(Path(config.results_dir))
+    distributed.barrier()  # the others return once the reports exist
+    return store.parent / "leaderboard.md"
 
 
 def _run_method(method: PlannedMethod, context: RunContext, config: RunConfig, loader, reporter) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from methods.registry import (
     register_method,
 )
 from methods import ann  # noqa: F401  (registers the built-in methods)
+from methods import direct  # noqa: F401
 from methods import conversion  # noqa: F401
 
 __all__ = [

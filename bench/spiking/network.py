@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from bench.spiking.acceleration import PrefixCheck, checkpoint_blocks, running_var_over_time
 from bench.spiking.neurons import LIFNeuron
 
 
@@ -44,22 +45,55 @@ class SpikingNetwork(SpikingModel):
 
     The body runs on the flattened `[T*B, ...]` batch, so every stateless layer sees time and
     batch together (batch norm therefore takes its statistics over both).
+
+    Two options change the cost, never the result (`bench.spiking.acceleration`):
+    `constant_prefix` runs the layers before the first neuron once on `[B, ...]` when the encoder
+    is constant in time (checked once per body structure, refused where it would differ);
+    `checkpoint` recomputes each block's activations in the backward instead of storing them,
+    for training at long T.
     """
 
-    def __init__(self, body: nn.Module, encoder: nn.Module) -> None:
+    def __init__(self, body: nn.Module, encoder: nn.Module, *, constant_prefix: bool = True, checkpoint: bool = False) -> None:
         super().__init__()
         self.body = body
         self.encoder = encoder
         self._neurons = [m for m in body.modules() if isinstance(m, LIFNeuron)]
         if not self._neurons:
             raise ValueError("the body has no spiking neurons: replace its ReLUs first")
+        self.constant_prefix = constant_prefix
+        self.uses_constant_prefix = False  # whether the last forward used it
+        self._prefix_check = PrefixCheck()
+        self.checkpoint = checkpoint
+
+    @property
+    def checkpoint(self) -> bool:
+        return self._checkpoint
+
+    @checkpoint.setter
+    def checkpoint(self, enabled: bool) -> None:
+        checkpoint_blocks(self.body, enabled)
+        self._checkpoint = enabled
 
     def forward(self, images: torch.Tensor, time_steps: int) -> torch.Tensor:
-        inputs = self.encoder(images, time_steps)
+        self.uses_constant_prefix = (
+            self.constant_prefix and time_steps > 1 and getattr(self.encoder, "constant_in_time", False)
+            and self._prefix_check.usable_for(self, images)
+        )
+        if self.uses_constant_prefix and self.training:
+            with running_var_over_time(self._prefix_check.norms, time_steps):
+                outputs = self.run_body(images, time_steps, constant_prefix=True)
+        else:
+            outputs = self.run_body(images, time_steps, constant_prefix=self.uses_constant_prefix)
+        return outputs.unflatten(0, (time_steps, -1))
+
+    def run_body(self, images: torch.Tensor, time_steps: int, constant_prefix: bool) -> torch.Tensor:
+        """Body outputs `[T*B, ...]`; with `constant_prefix` the body starts from the images `[B, ...]`."""
         for neuron in self._neurons:
             neuron.time_steps = time_steps
-        outputs = self.body(inputs.flatten(0, 1))
-        return outputs.unflatten(0, (time_steps, -1))
+            neuron.constant_batch = len(images) if constant_prefix else None
+        if constant_prefix:
+            return self.body(images)
+        return self.body(self.encoder(images, time_steps).flatten(0, 1))
 
 
 class AnalogModel(SpikingModel):

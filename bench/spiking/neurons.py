@@ -17,6 +17,10 @@ until `reset_state()`; the harness and the trainers reset it before every batch.
 is a scalar or one value per channel (dimension 1 of `[B, C, ...]`). The output is the spike
 times `spike_amplitude`: 1 (binary spikes) or the threshold itself ("threshold"), which lets a
 threshold-balanced network feed the next layer the same signal as a weight-normalized one.
+
+The time loop runs fused (`bench.spiking.fused`: one autograd node for the whole sequence, the
+same outputs and gradients); `fused=False` keeps the plain loop, one autograd graph per step.
+Carried state keeps its gradient in both. A threshold that requires grad uses the plain loop.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from bench.spiking.fused import Dynamics, simulate
 from bench.spiking.surrogates import Surrogate, spike
 
 ResetMode = Literal["subtract", "zero"]
@@ -43,6 +48,7 @@ class LIFNeuron(nn.Module):
         surrogate: Surrogate | None = None,
         detach_reset: bool = False,
         spike_amplitude: Literal["one", "threshold"] = "one",
+        fused: bool = True,
     ) -> None:
         super().__init__()
         if not 0 < leak <= 1:
@@ -57,6 +63,12 @@ class LIFNeuron(nn.Module):
         self.detach_reset = detach_reset
         self.spike_amplitude = spike_amplitude
         self.time_steps = 1
+        # The fused loop of `bench.spiking.fused` (same outputs and gradients); False runs the
+        # plain loop below, one autograd graph per step, kept as the reference.
+        self.fused = fused
+        # Set by a `SpikingNetwork` whose input is constant in time: an input of this many rows
+        # is one current `[B, ...]` held for all `time_steps`, computed once instead of T times.
+        self.constant_batch: int | None = None
         self.potential: torch.Tensor | None = None
         # Spikes per step of the last call, summed over batch and neurons, `[T]`; kept only while
         # `record` is on, so that training pays nothing for it.
@@ -91,9 +103,29 @@ class LIFNeuron(nn.Module):
         return self.potential
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
-        current = current.unflatten(0, (self.time_steps, -1))
+        current = self._time_major(current)
         threshold = self._broadcast_threshold(current[0])
-        potential = self._initial_potential(current[0], threshold)
+        if self.fused and not self.threshold.requires_grad:
+            dynamics = Dynamics(self.leak, self.reset, self.detach_reset, self.surrogate, self.initial_potential)
+            carried = None if self.potential is None else self._initial_potential(current[0], threshold)
+            spikes, potential = simulate(current, carried, threshold, dynamics)
+        else:
+            potential = self._initial_potential(current[0], threshold)
+            spikes, potential = self._plain_loop(current, potential, threshold)
+        self.potential = potential
+        if self.record:
+            self.spike_counts = spikes.detach().sum(dim=tuple(range(1, spikes.ndim)))  # no copy when channels-last
+        if self.spike_amplitude == "threshold":
+            spikes = spikes * threshold if spikes.requires_grad else spikes.mul_(threshold)
+        return spikes.flatten(0, 1)
+
+    def _time_major(self, current: torch.Tensor) -> torch.Tensor:
+        """`[T*B, ...]` -> `[T, B, ...]`; a constant `[B, ...]` current becomes an expanded view."""
+        if self.constant_batch is not None and self.time_steps > 1 and current.shape[0] == self.constant_batch:
+            return current.unsqueeze(0).expand(self.time_steps, *current.shape)
+        return current.unflatten(0, (self.time_steps, -1))
+
+    def _plain_loop(self, current: torch.Tensor, potential: torch.Tensor, threshold: torch.Tensor):
         spikes = []
         for step_current in current:
             potential = self.leak * potential + step_current
@@ -104,13 +136,7 @@ class LIFNeuron(nn.Module):
             else:
                 potential = potential * (1 - reset_spikes)
             spikes.append(step_spikes)
-        self.potential = potential
-        spikes = torch.stack(spikes)
-        if self.record:
-            self.spike_counts = spikes.detach().flatten(1).sum(1)
-        if self.spike_amplitude == "threshold":
-            spikes = spikes * threshold
-        return spikes.flatten(0, 1)
+        return torch.stack(spikes), potential
 
 
 class IFNeuron(LIFNeuron):

@@ -1,0 +1,451 @@
+"""`python -m bench.speed`: what a spiking network costs next to its own ANN, on this machine.
+
+On one architecture and one batch `[B, C, H, W]`, side by side:
+
+    training   one direct-training step at T_train (forward, backward, optimizer)
+               / (T_train x one ANN training step)
+    curve      the harness's whole accuracy curve up to T_max on the batch (`bench.harness.evaluate`)
+               / (T_max x one ANN forward in eval mode)
+    memory     peak memory of one direct-training step as T grows
+
+for the neuron's plain loop, the fused loop, and the fused loop compiled with `torch.compile`.
+The ANN is the same architecture with ReLUs, same batch, same memory format and thread count.
+Training steps of all contestants are interleaved and the best of `--repeats` rounds is kept;
+each curve is one run of the harness against the mean of sustained ANN forwards timed around it,
+so that load from other processes on a shared machine hurts every contestant alike. On a CPU
+with one thread the clock is the process's CPU time (other processes cannot inflate it);
+otherwise it is wall time. Results go to `results/perf.json`; `results/perf.md` is rendered
+from it. Memory is measured in a fresh process per point (peak resident size on Linux CPUs,
+`torch.cuda.max_memory_allocated` on GPUs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bench.architectures import build_architecture
+from bench.errors import UserError
+from bench.harness import evaluate
+from bench.records import git_commit, hardware, package_versions
+from bench.spiking import DirectEncoder, LIFNeuron, SpikingNetwork, Surrogate, replace_relus
+from bench.spiking import fused
+
+VARIANTS = ("plain", "fused", "compiled")
+VARIANT_TITLES = {"plain": "plain loop", "fused": "fused", "compiled": "fused + compiled"}
+DEFAULT_GRID = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000)
+# Large blocks go straight to the OS and back, so the resident size follows live memory.
+MEMORY_PROBE_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--architecture", default="cifar_resnet8")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--time-steps-train", type=int, default=4)
+    parser.add_argument("--time-max", type=int, default=1000)
+    parser.add_argument("--chunk-size", type=int, help="steps per simulation chunk (default: the harness's choice)")
+    parser.add_argument("--memory-steps", default="1,4,16", help="comma-separated T for the memory table ('' skips it)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"neuron loops to time, from {', '.join(VARIANTS)}")
+    parser.add_argument("--leak", type=float, default=0.9)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU (0: torch's default)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--repeats", type=int, default=10, help="rounds of every training measurement")
+    parser.add_argument("--no-channels-last", action="store_true", help="keep NCHW for both networks")
+    parser.add_argument("--output", default="results/perf.md")
+    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)  # internal: one memory measurement, JSON in and out
+    return parser
+
+
+class Clock:
+    """CPU time of the process on a one-thread CPU run, synchronized wall time otherwise."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.cpu_time = device.type == "cpu" and torch.get_num_threads() == 1
+        self.name = "process CPU time" if self.cpu_time else "wall time"
+
+    def now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.process_time() if self.cpu_time else time.perf_counter()
+
+    def measure(self, work) -> float:
+        start = self.now()
+        work()
+        return self.now() - start
+
+
+class Bench:
+    """One architecture, its ANN and its spiking copy, one batch, and the knobs of each variant."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        self.args, self.device = args, device
+        self.memory_format = torch.contiguous_format if args.no_channels_last else torch.channels_last
+        torch.manual_seed(0)
+        self.ann = self._place(build_architecture(args.architecture, args.classes, image_size=args.image_size))
+        self.snn = self._place(spiking_copy(self.ann, args.leak))
+        self.images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device).contiguous(memory_format=self.memory_format)
+        self.labels = torch.randint(0, args.classes, (args.batch_size,), device=device)
+        self.clock = Clock(device)
+
+    def _place(self, model: nn.Module) -> nn.Module:
+        return model.to(self.device, memory_format=self.memory_format)
+
+    def use(self, variant: str) -> None:
+        """Switch the spiking network to a neuron loop."""
+        for neuron in self.snn.spiking_layers().values():
+            neuron.fused = variant != "plain"
+        fused.compile_kernels(variant == "compiled")
+
+    def training_step(self, model: nn.Module, optimizer, time_steps: int | None, samples: int | None = None):
+        """One step on the batch (or its first `samples` images); `time_steps` None trains the ANN."""
+        images, labels = self.images[:samples], self.labels[:samples]
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            if time_steps is None:
+                logits = model(images)
+            else:
+                model.reset_state()
+                logits = model(images, time_steps).mean(0)
+            nn.functional.cross_entropy(logits, labels).backward()
+            optimizer.step()
+
+        return step
+
+
+def spiking_copy(ann: nn.Module, leak: float) -> SpikingNetwork:
+    """The direct method's network: LIF neurons (triangular surrogate) for ReLUs, direct input."""
+    body = copy.deepcopy(ann)
+    replace_relus(body, lambda name: LIFNeuron(threshold=1.0, leak=leak, surrogate=Surrogate("triangular")))
+    return SpikingNetwork(body, DirectEncoder())
+
+
+def interleaved(clock: Clock, contestants: dict[str, object], repeats: int, warmup: int = 2) -> dict[str, dict[str, float]]:
+    """Best and median of `repeats` rounds; every round measures every contestant once, in turn."""
+    for work in contestants.values():
+        for _ in range(warmup):
+            work()
+    times: dict[str, list[float]] = {name: [] for name in contestants}
+    for _ in range(repeats):
+        for name, work in contestants.items():
+            times[name].append(clock.measure(work))
+    return {name: {"best_s": min(values), "median_s": sorted(values)[len(values) // 2]} for name, values in times.items()}
+
+
+def measure_training(bench: Bench, variants: list[str]) -> dict:
+    steps = bench.args.time_steps_train
+    ann_optimizer = torch.optim.SGD(bench.ann.parameters(), lr=1e-3, momentum=0.9)
+    snn_optimizer = torch.optim.SGD(bench.snn.parameters(), lr=1e-3, momentum=0.9)
+    bench.ann.train(), bench.snn.train()
+    contestants = {"ann": bench.training_step(bench.ann, ann_optimizer, None)}
+    for variant in variants:
+        step = bench.training_step(bench.snn, snn_optimizer, steps)
+        contestants[variant] = lambda step=step, variant=variant: (bench.use(variant), step())
+    times = interleaved(bench.clock, contestants, bench.args.repeats)
+    for variant in variants:
+        times[variant]["ratio"] = times[variant]["best_s"] / (steps * times["ann"]["best_s"])
+    times["constant_prefix"] = bench.snn.uses_constant_prefix
+    return times
+
+
+def measure_curve(bench: Bench, variants: list[str]) -> dict:
+    """The harness's curve on one batch per variant, against T_max ANN forwards timed around it."""
+    horizon = bench.args.time_max
+    grid = sorted({t for t in DEFAULT_GRID if t < horizon} | {horizon})
+    bench.ann.eval(), bench.snn.eval()
+
+    def ann_forwards(count: int = 100) -> float:
+        """The mean of a sustained run, like the curve's own time (a best single forward would flatter the ANN)."""
+        with torch.no_grad():
+            bench.ann(bench.images)
+            return bench.clock.measure(lambda: [bench.ann(bench.images) for _ in range(count)]) / count
+
+    batch = [(bench.images, bench.labels)]
+
+    def curve(counting: bool) -> dict:
+        evaluate(bench.snn, batch, [1, 2], bench.device, chunk_size=bench.args.chunk_size)  # warm-up, compiles
+        chosen = {}
+        seconds = bench.clock.measure(lambda: chosen.update(evaluation=evaluate(
+            bench.snn, batch, grid, bench.device, chunk_size=bench.args.chunk_size, num_classes=bench.args.classes,
+            count_operations=counting)))
+        return {"seconds": seconds, "chunk_size": chosen["evaluation"].chunk_size}
+
+    results, ann_times = {}, [ann_forwards()]
+    for variant in variants:
+        bench.use(variant)
+        results[variant] = curve(counting=True)
+        ann_times.append(ann_forwards())
+    # The same simulation without the harness's operation counters, for the fastest loop.
+    bench.use(variants[-1])
+    results["uncounted"] = {**curve(counting=False), "variant": variants[-1]}
+    ann_times.append(ann_forwards())
+    ann_forward = min(ann_times)
+    for variant in [*variants, "uncounted"]:
+        results[variant]["ratio"] = results[variant]["seconds"] / (horizon * ann_forward)
+    results["ann"] = {"forward_s": ann_forward, "seconds": horizon * ann_forward}
+    return results
+
+
+def measure_memory(args: argparse.Namespace, device: torch.device) -> dict:
+    """Peak memory of one training step: ANN, and the spiking network per T with each way of storing."""
+    steps = [int(t) for t in args.memory_steps.split(",") if t.strip()]
+    if device.type == "cpu" and not Path("/proc/self/clear_refs").exists():
+        return {}  # the peak resident size can be reset on Linux only
+    table = {"ann": _memory_of(args, device, "ann", 1)}
+    for time_steps in steps:
+        table[str(time_steps)] = {kind: _memory_of(args, device, kind, time_steps) for kind in ("plain", "fused", "checkpoint")}
+    return table
+
+
+def _memory_of(args: argparse.Namespace, device: torch.device, kind: str, time_steps: int) -> float:
+    request = {"args": vars(args), "device": str(device), "kind": kind, "time_steps": time_steps}
+    if device.type == "cuda":
+        return memory_probe(request)
+    # A fresh process per measurement: the peak resident size only ever grows within one.
+    command = [sys.executable, "-m", "bench.speed", "--memory-probe", json.dumps(request)]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **MEMORY_PROBE_ENV}, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def memory_probe(request: dict) -> float:
+    """MiB above the settled process that one training step of `kind` at T reaches at its peak."""
+    args = argparse.Namespace(**request["args"])
+    device = torch.device(request["device"])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bench = Bench(args, device)
+    kind, time_steps = request["kind"], request["time_steps"]
+    model = bench.ann if kind == "ann" else bench.snn
+    bench.use("plain" if kind == "plain" else "fused")
+    bench.snn.checkpoint = kind == "checkpoint"
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    steps = None if kind == "ann" else time_steps
+    bench.training_step(model, optimizer, steps, samples=2)()  # imports and one-time buffers are not the step's memory
+    step = bench.training_step(model, optimizer, steps)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # the peak resident size restarts from the current one (Linux)
+    before = _status_mib("VmRSS")
+    step()
+    return _status_mib("VmHWM") - before
+
+
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def measure_spikingjelly(bench: Bench) -> dict | None:
+    """SpikingJelly's multi-step LIF (its PyTorch path) in the same body, when it is installed."""
+    try:
+        from spikingjelly.activation_based import functional, neuron, surrogate
+    except ImportError:
+        return None
+    steps, leak = bench.args.time_steps_train, bench.args.leak
+
+    class MultiStep(nn.Module):
+        """SpikingJelly's node on our flattened `[T*B, ...]` convention."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.node = neuron.LIFNode(tau=1 / (1 - leak), decay_input=False, v_threshold=1.0, v_reset=None,
+                                       surrogate_function=surrogate.ATan(), step_mode="m", backend="torch")
+
+        def forward(self, current):
+            return self.node(current.unflatten(0, (steps, -1))).flatten(0, 1)
+
+    body = copy.deepcopy(bench.ann)
+    replace_relus(body, lambda name: MultiStep())
+    body.train()
+    optimizer = torch.optim.SGD(body.parameters(), lr=1e-3, momentum=0.9)
+    images = bench.images.unsqueeze(0).expand(steps, *bench.images.shape).flatten(0, 1)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        functional.reset_net(body)
+        logits = body(images).unflatten(0, (steps, -1)).mean(0)
+        nn.functional.cross_entropy(logits, bench.labels).backward()
+        optimizer.step()
+
+    ann_optimizer = torch.optim.SGD(bench.ann.parameters(), lr=1e-3, momentum=0.9)
+    bench.ann.train()
+    times = interleaved(bench.clock, {"ann": bench.training_step(bench.ann, ann_optimizer, None), "spikingjelly": step},
+                        bench.args.repeats)
+    return {"best_s": times["spikingjelly"]["best_s"], "ratio": times["spikingjelly"]["best_s"] / (steps * times["ann"]["best_s"])}
+
+
+def machine(device: torch.device, clock: Clock) -> dict:
+    return {
+        "hardware": hardware(device), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "load_average_1min_start": round(os.getloadavg()[0], 2), "clock": clock.name,
+        "platform": platform.platform(), "versions": package_versions(), "commit": git_commit(),
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device} asked for, but CUDA is not available here; use --device cpu")
+    if args.threads and device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown or not variants:
+        raise UserError(f"unknown --variants {', '.join(unknown) or '(none)'}; choose from {', '.join(VARIANTS)}")
+    bench = Bench(args, device)
+    compiled_before = fused.kernels_compiled()
+    try:
+        result = {"settings": _settings(args, bench), "machine": machine(device, bench.clock)}
+        result["training"] = measure_training(bench, variants)
+        result["curve"] = measure_curve(bench, variants)
+        result["memory"] = measure_memory(args, device) if args.memory_steps.strip() else {}
+        result["spikingjelly"] = measure_spikingjelly(bench)
+    finally:
+        fused.compile_kernels(compiled_before)
+    result["variants"] = variants
+    result["machine"]["load_average_1min_end"] = round(os.getloadavg()[0], 2)
+    return result
+
+
+def _settings(args: argparse.Namespace, bench: Bench) -> dict:
+    return {
+        "architecture": args.architecture, "batch_size": args.batch_size, "image_size": args.image_size,
+        "classes": args.classes, "time_steps_train": args.time_steps_train, "time_max": args.time_max,
+        "neuron": f"LIF, leak {args.leak}, threshold 1, reset by subtraction, triangular surrogate",
+        "input": "direct (constant in time); random images and labels",
+        "memory_format": "channels-last" if bench.memory_format == torch.channels_last else "NCHW",
+        "device": str(bench.device), "repeats": args.repeats,
+        "command": "python -m bench.speed " + " ".join(sys.argv[1:]),
+    }
+
+
+def render(result: dict) -> str:
+    """Markdown for results/perf.md, from the measurements alone."""
+    settings, machine_info, variants = result["settings"], result["machine"], result["variants"]
+    training, curve = result["training"], result["curve"]
+    titles = [VARIANT_TITLES[v] for v in variants]
+    lines = [
+        "# Speed and memory of a spiking network next to its ANN", "",
+        f"Generated by `{settings['command'].strip()}` into `perf.json` and rendered from it; "
+        f"{settings['architecture']}, batch {settings['batch_size']} at {settings['image_size']} px, "
+        f"T_train = {settings['time_steps_train']}, T_max = {settings['time_max']}, {settings['memory_format']}, "
+        f"{machine_info['hardware']}. Ratios are from one run; on a shared machine repeated runs differ "
+        "by a few hundredths.", "",
+        "| | ANN | " + " | ".join(titles) + " |", "|---|---:|" + "---:|" * len(variants),
+        f"| training step (ms) | {1000 * training['ann']['best_s']:.1f} | "
+        + " | ".join(f"{1000 * training[v]['best_s']:.1f}" for v in variants) + " |",
+        f"| training / (T_train x ANN step) | 1 | " + " | ".join(f"**{training[v]['ratio']:.3f}**" for v in variants) + " |",
+        f"| curve to T={settings['time_max']} (s) | {curve['ann']['seconds']:.2f} | "
+        + " | ".join(f"{curve[v]['seconds']:.2f}" for v in variants) + " |",
+        f"| curve / (T_max x ANN forward) | 1 | " + " | ".join(f"**{curve[v]['ratio']:.3f}**" for v in variants) + " |",
+        f"| simulation chunk (steps) | | " + " | ".join(str(curve[v]["chunk_size"]) for v in variants) + " |",
+        "", f"Without the harness's operation counters (`evaluate(..., count_operations=False)`), the curve with the "
+        f"{VARIANT_TITLES[curve['uncounted']['variant']]} loop takes {curve['uncounted']['seconds']:.2f} s: "
+        f"**{curve['uncounted']['ratio']:.3f}** x T_max ANN forwards.",
+    ]
+    if "plain" in variants:
+        lines += ["", "Speed-up over the plain loop: " + ", ".join(
+            f"{VARIANT_TITLES[v]} {training['plain']['best_s'] / training[v]['best_s']:.2f}x in training, "
+            f"{curve['plain']['seconds'] / curve[v]['seconds']:.2f}x on the curve" for v in variants if v != "plain") + "."]
+    if result.get("spikingjelly"):
+        lines += ["", f"SpikingJelly multi-step LIF (PyTorch backend) in the same body: training ratio "
+                      f"{result['spikingjelly']['ratio']:.3f}."]
+    lines += _memory_lines(result["memory"])
+    lines += ["", "## How it was measured", "",
+              f"- Clock: {machine_info['clock']}; training: best of {settings['repeats']} interleaved rounds for every "
+              "contestant; curve: one run of the harness per variant against the mean of 100 consecutive ANN forwards, "
+              "the lowest of the runs taken before, between and after the curves (warm-up and compilation excluded).",
+              f"- Spiking network: {settings['neuron']}; input {settings['input']}; the layers before the first neuron run once "
+              f"per call (`SpikingNetwork.constant_prefix`, used: {training['constant_prefix']}).",
+              "- ANN: the same architecture with ReLUs, same batch, memory format and threads; training steps in train mode, "
+              "forwards in eval mode without autograd.",
+              f"- Machine: {machine_info['hardware']}, {machine_info['logical_cpus']} logical CPUs, 1-minute load average "
+              f"{machine_info['load_average_1min_start']} at the start and {machine_info['load_average_1min_end']} at the end "
+              "(other processes share this machine).",
+              f"- Software: {', '.join(f'{k} {v}' for k, v in machine_info['versions'].items())}; {machine_info['platform']}; "
+              f"commit {machine_info['commit']}; {machine_info['timestamp']}.", ""]
+    return "\n".join(lines)
+
+
+def _memory_lines(memory: dict) -> list[str]:
+    if not memory:
+        return []
+    steps = [key for key in memory if key != "ann"]
+    lines = ["", f"Peak memory of one training step in MiB above the settled process (the ANN step: {memory['ann']:.0f}); "
+             "checkpointing keeps each block's input only and recomputes the block in the backward:", "",
+             "| T | plain loop | fused | fused + checkpointing |", "|---:|---:|---:|---:|"]
+    lines += [f"| {t} | {memory[t]['plain']:.0f} | {memory[t]['fused']:.0f} | {memory[t]['checkpoint']:.0f} |" for t in steps]
+    return lines
+
+
+def print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    variants, training, curve = result["variants"], result["training"], result["curve"]
+    table = Table(title=f"{result['settings']['architecture']}: spiking cost per ANN cost ({result['machine']['clock']})")
+    table.add_column("measure")
+    table.add_column("ANN", justify="right")
+    for variant in variants:
+        table.add_column(VARIANT_TITLES[variant], justify="right")
+    table.add_row("training step (ms)", f"{1000 * training['ann']['best_s']:.1f}", *[f"{1000 * training[v]['best_s']:.1f}" for v in variants])
+    table.add_row(f"training / {result['settings']['time_steps_train']} ANN steps", "1", *[f"{training[v]['ratio']:.3f}" for v in variants])
+    table.add_row(f"curve to T={result['settings']['time_max']} (s)", f"{curve['ann']['seconds']:.2f}", *[f"{curve[v]['seconds']:.2f}" for v in variants])
+    table.add_row("curve / T_max ANN forwards", "1", *[f"{curve[v]['ratio']:.3f}" for v in variants])
+    uncounted = curve["uncounted"]
+    table.add_row("  same, without op counters", "", *[f"{uncounted['ratio']:.3f}" if v == uncounted["variant"] else "" for v in variants])
+    console = Console()
+    console.print(table)
+    for line in _memory_lines(result["memory"]):
+        console.print(line, markup=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.memory_probe:
+        print(json.dumps(memory_probe(json.loads(args.memory_probe))))
+        return 0
+    try:
+        result = run(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print_table(result)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.with_suffix(".json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    output.write_text(render(result))
+    print(f"wrote {output} and {output.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""`direct`: surrogate-gradient backpropagation through time, with BN on the input currents.
+
+Ledinauskas et al. 2020 (arXiv:2006.04436). The architecture's ANN becomes a spiking network:
+every ReLU is a LIF (or IF) neuron and every BatchNorm, which sits between a conv/linear layer
+and its neuron, normalizes the neuron's input current. The body runs on the flattened
+`[T*B, C, H, W]` batch, so each BatchNorm takes its statistics over time and batch together
+(tdBN-like). Input `[B, C, H, W]` is encoded to `[T, B, C, H, W]` (direct or Poisson); the
+readout is the time average of the last layer's outputs `[T, B, K] -> [B, K]`, trained with
+cross-entropy through `bench.training.fit`.
+
+Surrogate defaults: triangular, width 1, height 1 around threshold 1, from the gradient-flow study
+(`python -m bench.gradients --config configs/gradients.yaml`, report in
+results/gradients/tiny-imagenette-cifar_resnet20/). On ResNet-20 (22 weight layers, LIF leak 0.9,
+T = 4, BN on) the ratio of the first layer's weight-gradient norm to the last layer's, which is
+0.55 for the ANN itself, was:
+
+    width            0.05      0.5       1        4
+    triangular      8.3e-11   2.6e-3    0.67     1.0e6
+    rectangular     6.8e-10   0.053     5.8      2.2e7
+    arctan          7.2e-8    2.0       805      7.6e7      (arctan width 0.25, height 4: 1.6e8)
+
+Triangular width 1 is the one whose profile through depth matches the ANN's: narrower surrogates
+lose gradient layer after layer (vanishing), wider or heavy-tailed ones amplify it (exploding),
+and the effect compounds with depth and with T. Without BN on the currents the network is silent
+beyond its first stage at the default initialization for every surrogate, so BN is on by default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from bench.config import TrainConfig, hash_of
+from bench.errors import UserError
+from bench.spiking import LIFNeuron, SpikingNetwork, Surrogate, build_encoder, replace_relus
+from bench.training import fit
+from methods.registry import RunContext, register_method
+
+DIVERGENCE_HINT = (
+    "the surrogate gradient is probably too wide or too tall for this depth (gradients explode "
+    "through layers and time: go back to the default triangular surrogate, width 1, height 1, and "
+    "check with `python -m bench.gradients`), or the learning rate is too high (lower lr)"
+)
+
+
+@dataclass
+class DirectOptions:
+    """Options of `direct` (the method's config `options:`).
+
+    neuron, leak, threshold, reset, detach_reset: the spiking neuron (leak applies to `lif` only;
+    `detach_reset` keeps the reset out of the backward). surrogate, surrogate_width,
+    surrogate_height: the surrogate gradient (`bench.spiking.surrogates`). time_steps_train: T of
+    backpropagation through time. batch_norm: false removes every BatchNorm (the ablation).
+    encoder: `direct` (analog image every step) or `poisson`. optimizer, lr, epochs: null takes
+    the run's `train:` section, a value overrides it for this method only.
+    """
+
+    neuron: Literal["lif", "if"] = "lif"
+    leak: float = 0.9
+    threshold: float = 1.0
+    reset: Literal["subtract", "zero"] = "subtract"
+    detach_reset: bool = False
+    surrogate: str = "triangular"
+    surrogate_width: float = 1.0
+    surrogate_height: float = 1.0
+    time_steps_train: int = 4
+    batch_norm: bool = True
+    encoder: Literal["direct", "poisson"] = "direct"
+    optimizer: Literal["sgd", "adamw"] | None = None
+    lr: float | None = None
+    epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        where = "methods[direct].options"
+        if not 0 < self.leak <= 1:
+            raise UserError(f"{where}.leak must be in (0, 1] (1 = no leak), got {self.leak}")
+        if not self.threshold > 0:
+            raise UserError(f"{where}.threshold must be positive, got {self.threshold}")
+        if self.time_steps_train < 1:
+            raise UserError(f"{where}.time_steps_train must be at least 1, got {self.time_steps_train}")
+        if self.lr is not None and not self.lr > 0:
+            raise UserError(f"{where}.lr must be positive (or null for train.lr), got {self.lr}")
+        if self.epochs is not None and self.epochs < 0:
+            raise UserError(f"{where}.epochs must be 0 or more (or null for train.epochs), got {self.epochs}")
+        self.make_surrogate()  # an unknown shape or a non-positive width fails at config time
+
+    def make_surrogate(self) -> Surrogate:
+        return Surrogate(self.surrogate, self.surrogate_width, self.surrogate_height)
+
+
+def make_neuron(options: DirectOptions) -> LIFNeuron:
+    leak = options.leak if options.neuron == "lif" else 1.0
+    return LIFNeuron(
+        threshold=options.threshold, leak=leak, reset=options.reset,
+        surrogate=options.make_surrogate(), detach_reset=options.detach_reset,
+    )
+
+
+def spiking_network(ann: nn.Module, options: DirectOptions, seed: int = 0) -> SpikingNetwork:
+    """The ANN with neurons for ReLUs (and, for the ablation, no batch norm)."""
+    replace_relus(ann, lambda name: make_neuron(options))
+    if not options.batch_norm:
+        _remove_batch_norm(ann)
+    return SpikingNetwork(ann, build_encoder(options.encoder, seed))
+
+
+def _remove_batch_norm(module: nn.Module) -> None:
+    targets = [name for name, child in module.named_modules() if isinstance(child, nn.modules.batchnorm._BatchNorm)]
+    for qualified_name in targets:
+        parent_name, _, child_name = qualified_name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, child_name, nn.Identity())
+
+
+def time_averaged_logits(model: SpikingNetwork, time_steps: int):
+    """images [B, C, H, W] -> logits [B, K]: a fresh state, `time_steps` steps, mean over time."""
+
+    def compute(images: torch.Tensor) -> torch.Tensor:
+        model.reset_state()
+        return model(images, time_steps).mean(0)
+
+    return compute
+
+
+def train_config(train: TrainConfig, options: DirectOptions) -> TrainConfig:
+    overrides = {name: getattr(options, name) for name in ("optimizer", "lr", "epochs") if getattr(options, name) is not None}
+    return dataclasses.replace(train, **overrides)
+
+
+@register_method("direct", family="direct", paper="Ledinauskas et al. 2020, arXiv:2006.04436", options=DirectOptions)
+def build_direct(context: RunContext) -> SpikingNetwork:
+    """Surrogate-gradient BPTT over T_train steps, BN on input currents over time and batch."""
+    options: DirectOptions = context.options
+    torch.manual_seed(context.seed)
+    model = spiking_network(context.build_ann(), options, context.seed).to(context.device)
+    train = train_config(context.train, options)
+    key = hash_of([context.fingerprint, context.train, dataclasses.asdict(options)])
+    report = fit(
+        model, time_averaged_logits(model, options.time_steps_train), context.loader("train", shuffle=True), train,
+        context.device, checkpoint_path=Path(context.cache_dir) / f"direct-{context.architecture}-{key}.pt",
+        reporter=context.progress, description=f"train direct {context.architecture} T={options.time_steps_train}",
+        divergence_hint=DIVERGENCE_HINT,
+    )
+    model.reset_state()
+    context.notes.update(epochs=report.epochs, time_steps_train=options.time_steps_train, train_wall_s=report.wall_s)
+    return model

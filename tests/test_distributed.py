@@ -1,0 +1,136 @@
+"""Two CPU processes under torchrun (gloo): data-parallel training keeps the replicas identical,
+the sharded evaluation is gathered, and exactly one set of records is written."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import distributed
+from bench.harness import evaluate
+from bench.spiking import DirectEncoder, LIFNeuron, SpikingNetwork, replace_relus
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PLUGIN = textwrap.dedent('''
+    """Methods that train like `ann` and `direct` and leave a hash of their weights per process."""
+    import hashlib
+    import os
+
+    from bench import distributed
+    from bench.spiking import AnalogModel
+    from bench.training import trained_ann
+    from methods.direct import DirectOptions, build_direct
+    from methods.registry import register_method
+
+
+    def leave_hash(name, model):
+        digest = hashlib.sha256()
+        for key, value in sorted(model.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        path = os.path.join(os.environ["SPIKEBENCH_TEST_OUT"], f"{name}-rank{distributed.rank()}.txt")
+        with open(path, "w") as out:
+            out.write(f"{distributed.world_size()} {digest.hexdigest()}")
+
+
+    @register_method("replica_ann", family="reference")
+    def replica_ann(context):
+        network, _ = trained_ann(context)
+        leave_hash("ann", network)
+        return AnalogModel(network)
+
+
+    @register_method("replica_direct", family="direct", options=DirectOptions)
+    def replica_direct(context):
+        model = build_direct(context)
+        leave_hash("direct", model)
+        return model
+''')
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(), reason="needs gloo")
+def test_two_processes_train_identical_replicas_and_write_one_set_of_records(tmp_path):
+    (tmp_path / "replica_plugin.py").write_text(PLUGIN)
+    results = tmp_path / "results"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+        str(ROOT / "run_all.py"), "--dataset", "tiny-imagenette", "--methods", "replica_ann,replica_direct",
+        "--plugin", "replica_plugin", "--epochs", "1", "--device", "cpu", "--results-dir", str(results), "--quiet",
+        "--set", "data.train_subset=64", "--set", "data.test_subset=32", "--set", "model.name=cifar_vgg_tiny",
+        "--set", "eval.time_steps=[1,2]", "--set", f"cache_dir={tmp_path / 'cache'}",
+    ]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "SPIKEBENCH_TEST_OUT": str(tmp_path),
+                   "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    for name in ("ann", "direct"):
+        hashes = [(tmp_path / f"{name}-rank{rank}.txt").read_text().split() for rank in (0, 1)]
+        assert hashes[0][0] == "2", "the method did not run under two processes"
+        assert hashes[0] == hashes[1], f"{name}: the replicas differ after training"
+
+    lines = (results / "tiny-imagenette" / "records.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert sorted((r["label"], r["time_steps"]) for r in records) == [
+        ("replica_ann", 1), ("replica_ann", 2), ("replica_direct", 1), ("replica_direct", 2)]
+    assert len({r["run_id"] for r in records}) == 1
+    assert all(r["status"] == "ok" for r in records)
+    assert (results / "tiny-imagenette" / "leaderboard.md").is_file()
+
+
+def test_helpers_are_no_ops_in_one_process():
+    assert not distributed.is_distributed() and distributed.rank() == 0 and distributed.world_size() == 1
+    assert distributed.gather_sum("tally") == "tally"
+    data = list(range(5))
+    assert distributed.shard_for_evaluation(data) is data
+    assert distributed.training_sampler(data, True, 0, False) is None
+    model = torch.nn.Linear(2, 2)
+    with distributed.data_parallel(model, torch.device("cpu")) as wrapped:
+        assert wrapped is model and "forward" not in model.__dict__
+
+
+def _evaluate_shard(rank: int, port: int, out: str) -> None:
+    """One process of the gather test: evaluate this rank's shard of 10 samples, keep the result."""
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        images, labels, model = _shard_problem()
+        shard = distributed.shard_for_evaluation(torch.utils.data.TensorDataset(images, labels))
+        loader = torch.utils.data.DataLoader(shard, batch_size=3)
+        evaluation = evaluate(model, loader, [1, 3], torch.device("cpu"), num_classes=4)
+        torch.save(evaluation, Path(out) / f"evaluation-{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _shard_problem():
+    torch.manual_seed(0)
+    body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    replace_relus(body, lambda name: LIFNeuron(threshold=0.3))
+    return torch.randn(10, 3, 2, 2), torch.randint(0, 4, (10,)), SpikingNetwork(body, DirectEncoder())
+
+
+def test_sharded_evaluation_adds_up_to_the_whole_test_set(tmp_path):
+    torch.multiprocessing.spawn(_evaluate_shard, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    images, labels, model = _shard_problem()
+    whole = evaluate(model, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=3),
+                     [1, 3], torch.device("cpu"), num_classes=4)
+    for rank in (0, 1):
+        gathered = torch.load(tmp_path / f"evaluation-{rank}.pt", weights_only=False)
+        assert gathered.num_samples == 10
+        for field in ("top1", "spikes_per_neuron", "sops", "macs"):
+            assert getattr(gathered, field) == pytest.approx(getattr(whole, field)), field
+        for t in (1, 3):
+            assert gathered.firing_rates[t] == pytest.approx(whole.firing_rates[t])

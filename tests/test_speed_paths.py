@@ -1,0 +1,238 @@
+"""The fast paths compute what the plain ones do: the fused neuron loop, the time-constant first
+layers, and activation checkpointing give the same outputs and gradients as the reference code."""
+
+import copy
+import itertools
+import shutil
+
+import pytest
+import torch
+from torch import nn
+
+from bench.architectures import build_architecture
+from bench.harness import evaluate
+from bench.spiking import fused
+from bench.spiking import DirectEncoder, LIFNeuron, PoissonEncoder, SpikingNetwork, Surrogate, list_surrogates, replace_relus
+
+STEPS, BATCH, CHANNELS = 5, 3, 4
+
+
+def neuron_pair(**options) -> tuple[LIFNeuron, LIFNeuron]:
+    fused = LIFNeuron(fused=True, **options)
+    plain = LIFNeuron(fused=False, **options)
+    for neuron in (fused, plain):
+        neuron.time_steps = STEPS
+    return fused, plain
+
+
+def run(neuron: LIFNeuron, currents: torch.Tensor, upstream: torch.Tensor):
+    """Outputs, d(loss)/d(currents) and d(loss)/d(initial potential) for loss = <outputs, upstream>."""
+    currents = currents.clone().requires_grad_(True)
+    outputs = neuron(currents.flatten(0, 1))
+    loss = (outputs * upstream.flatten(0, 1)).sum() + neuron.potential.square().sum()
+    loss.backward()
+    return outputs.detach(), currents.grad
+
+
+def assert_same(fused: torch.Tensor, plain: torch.Tensor) -> None:
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", list_surrogates())
+@pytest.mark.parametrize("reset,leak,detach_reset", list(itertools.product(["subtract", "zero"], [1.0, 0.8], [False, True])))
+def test_fused_loop_matches_plain_loop(shape, reset, leak, detach_reset):
+    torch.manual_seed(0)
+    fused, plain = neuron_pair(
+        leak=leak, reset=reset, detach_reset=detach_reset, surrogate=Surrogate(shape, width=1.5, height=0.7),
+        threshold=torch.tensor([0.6, 0.9, 1.0, 1.3]), initial_potential=0.3,
+    )
+    currents = torch.randn(STEPS, BATCH, CHANNELS, 2, 2) * 0.8 + 0.3
+    upstream = torch.randn(STEPS, BATCH, CHANNELS, 2, 2)
+    fused_out, fused_grad = run(fused, currents, upstream)
+    plain_out, plain_grad = run(plain, currents, upstream)
+    assert fused_out.sum() > 0 and (fused_out == 0).any()  # a trace that both fires and stays silent
+    assert_same(fused_out, plain_out)
+    assert_same(fused_grad, plain_grad)
+    assert_same(fused.potential.detach(), plain.potential.detach())
+
+
+@pytest.mark.parametrize("spike_amplitude", ["one", "threshold"])
+def test_fused_state_carried_with_gradients_across_calls(spike_amplitude):
+    """Two calls of 2 and 3 steps with autograd on: the second gets gradient into the first's state."""
+    torch.manual_seed(1)
+    currents = torch.randn(STEPS, BATCH, CHANNELS) + 0.4
+    upstream = torch.randn(STEPS, BATCH, CHANNELS)
+    results = []
+    for fused in (True, False):
+        neuron = LIFNeuron(leak=0.9, threshold=0.8, spike_amplitude=spike_amplitude, fused=fused)
+        inputs = currents.clone().requires_grad_(True)
+        outputs = []
+        for chunk in (inputs[:2], inputs[2:]):
+            neuron.time_steps = len(chunk)
+            outputs.append(neuron(chunk.flatten(0, 1)).unflatten(0, (len(chunk), -1)))
+        (torch.cat(outputs) * upstream).sum().backward()
+        results.append((torch.cat(outputs).detach(), inputs.grad))
+    assert_same(results[0][0], results[1][0])
+    assert_same(results[0][1], results[1][1])
+
+
+def test_fused_without_grad_matches_and_records_spike_counts():
+    torch.manual_seed(2)
+    currents = torch.rand(STEPS, BATCH, CHANNELS) * 1.5
+    fused, plain = neuron_pair(leak=0.7, reset="zero", threshold=0.9)
+    for neuron in (fused, plain):
+        neuron.record = True
+    with torch.no_grad():
+        assert torch.equal(fused(currents.flatten(0, 1)), plain(currents.flatten(0, 1)))
+    assert torch.equal(fused.spike_counts, plain.spike_counts)
+    assert torch.equal(fused.potential, plain.potential)
+
+
+def test_constant_current_is_expanded_over_time():
+    neuron = LIFNeuron(threshold=1.0)
+    neuron.time_steps, neuron.constant_batch = 4, 2
+    out = neuron(torch.tensor([[0.6], [0.3]]))  # [B=2, 1] held for 4 steps
+    assert out.view(4, 2).tolist() == [[0, 0], [1, 0], [0, 0], [1, 1]]
+
+
+def spiking_copy(ann: nn.Module, encoder: nn.Module, **options) -> SpikingNetwork:
+    body = copy.deepcopy(ann)
+    replace_relus(body, lambda name: LIFNeuron(leak=0.9, threshold=0.5))
+    return SpikingNetwork(body, encoder, **options)
+
+
+def train_step(model: SpikingNetwork, images: torch.Tensor, time_steps: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model.train()
+    model.reset_state()
+    outputs = model(images, time_steps)
+    outputs.square().mean().backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    return outputs.detach(), grads
+
+
+@pytest.mark.parametrize("architecture", ["cifar_resnet8", "cifar_vgg_tiny"])
+def test_time_constant_prefix_matches_full_computation(architecture):
+    """Stem on [B] once versus on [T*B]: same outputs, gradients and batch-norm running stats."""
+    torch.manual_seed(3)
+    ann = build_architecture(architecture, 10, width=0.5)
+    fast = spiking_copy(ann, DirectEncoder())
+    full = spiking_copy(ann, DirectEncoder(), constant_prefix=False)
+    images = torch.randn(6, 3, 32, 32)
+    fast_out, fast_grads = train_step(fast, images, 3)
+    full_out, full_grads = train_step(full, images, 3)
+    assert fast.uses_constant_prefix and not full.uses_constant_prefix
+    assert_same(fast_out, full_out)
+    for name in full_grads:
+        torch.testing.assert_close(fast_grads[name], full_grads[name], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast.state_dict(), full.state_dict(), rtol=1e-5, atol=1e-6)
+    fast.eval(), full.eval()
+    with torch.no_grad():
+        fast.reset_state(), full.reset_state()
+        assert_same(fast(images, 7), full(images, 7))
+
+
+class _SkipAroundFirstNeuron(nn.Module):
+    """A stem output that reaches a later layer without passing a neuron: no prefix possible."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, images):
+        stem = self.conv(images)
+        return self.head((self.act(stem) + stem).mean((2, 3)))
+
+
+def test_prefix_is_refused_when_a_stem_tensor_bypasses_the_neurons():
+    torch.manual_seed(4)
+    network = spiking_copy(_SkipAroundFirstNeuron(), DirectEncoder())
+    reference = spiking_copy(_SkipAroundFirstNeuron(), DirectEncoder(), constant_prefix=False)
+    reference.load_state_dict(network.state_dict())
+    images = torch.randn(1, 3, 5, 5)  # batch 1 would even broadcast silently
+    with torch.no_grad():
+        assert_same(network(images, 3), reference(images, 3))
+    assert not network.uses_constant_prefix
+
+
+def test_poisson_input_never_uses_the_prefix():
+    network = spiking_copy(build_architecture("cifar_vgg_tiny", 10, width=0.25), PoissonEncoder())
+    with torch.no_grad():
+        network(torch.randn(2, 3, 32, 32), 2)
+    assert not network.uses_constant_prefix
+
+
+@pytest.mark.parametrize("architecture", ["cifar_resnet8", "cifar_vgg_tiny"])  # residual blocks; a Sequential cut at neurons
+def test_checkpointing_matches_stored_activations(architecture):
+    torch.manual_seed(5)
+    ann = build_architecture(architecture, 10, width=0.5)
+    stored = spiking_copy(ann, DirectEncoder())
+    recomputed = spiking_copy(ann, DirectEncoder(), checkpoint=True)
+    images = torch.randn(4, 3, 32, 32)
+    stored_out, stored_grads = train_step(stored, images, 3)
+    recomputed_out, recomputed_grads = train_step(recomputed, images, 3)
+    assert sum("forward" in m.__dict__ for m in recomputed.modules()) >= 1
+    assert_same(recomputed_out, stored_out)
+    for name in stored_grads:
+        torch.testing.assert_close(recomputed_grads[name], stored_grads[name], rtol=1e-4, atol=1e-5)
+    # Recomputation must not count a batch twice in the batch-norm running statistics.
+    torch.testing.assert_close(recomputed.state_dict(), stored.state_dict())
+
+
+def test_half_precision_current_keeps_a_float32_potential():
+    torch.manual_seed(6)
+    currents = (torch.rand(STEPS, BATCH, CHANNELS) * 0.6).to(torch.bfloat16)
+    half, full = LIFNeuron(leak=0.9, threshold=0.7), LIFNeuron(leak=0.9, threshold=0.7)
+    for neuron in (half, full):
+        neuron.time_steps = STEPS
+    low = currents.clone().requires_grad_(True)
+    high = currents.float().requires_grad_(True)
+    half_out, full_out = half(low.flatten(0, 1)), full(high.flatten(0, 1))
+    assert half_out.dtype == torch.bfloat16 and half.potential.dtype == torch.float32
+    assert torch.equal(half_out.float(), full_out)
+    half_out.float().sum().backward()
+    full_out.sum().backward()
+    assert low.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(low.grad.float(), high.grad, rtol=1e-2, atol=1e-2)
+
+
+def test_prefix_probe_is_invisible_to_forward_hooks():
+    network = spiking_copy(build_architecture("cifar_resnet8", 10, width=0.25), DirectEncoder())
+    calls = []
+    network.body.conv1.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    with torch.no_grad():
+        network(torch.randn(3, 3, 32, 32), 4)
+    assert network.uses_constant_prefix and calls == [3]  # one call, on the images themselves
+
+
+def test_harness_numbers_do_not_depend_on_the_prefix():
+    torch.manual_seed(7)
+    ann = build_architecture("cifar_resnet8", 10, width=0.5)
+    images, labels = torch.randn(5, 3, 32, 32), torch.randint(0, 10, (5,))
+    results = [evaluate(spiking_copy(ann, DirectEncoder(), constant_prefix=prefix), [(images, labels)], [1, 3, 8],
+                        torch.device("cpu"), chunk_size=3) for prefix in (True, False)]
+    for field in ("top1", "sops", "macs", "spikes_per_neuron", "firing_rates"):
+        assert getattr(results[0], field) == getattr(results[1], field), field
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile needs a C++ compiler on CPU")
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_compiled_kernels_match_the_plain_loop(reset):
+    torch.manual_seed(8)
+    threshold = torch.tensor([0.6, 0.9, 1.0, 1.3])
+    fast, plain = neuron_pair(leak=0.8, reset=reset, threshold=threshold, surrogate=Surrogate("fast_sigmoid", 0.8, 1.2))
+    currents = torch.randn(STEPS, BATCH, CHANNELS, 2, 2).contiguous(memory_format=torch.contiguous_format) * 0.8 + 0.3
+    upstream = torch.randn(STEPS, BATCH, CHANNELS, 2, 2)
+    fused.compile_kernels(True)
+    try:
+        fast_out, fast_grad = run(fast, currents, upstream)
+        with torch.no_grad():
+            fast.reset_state()
+            fast_no_grad = fast(currents.flatten(0, 1))
+    finally:
+        fused.compile_kernels(False)
+    plain_out, plain_grad = run(plain, currents, upstream)
+    assert_same(fast_out, plain_out)
+    assert_same(fast_no_grad, plain_out)
+    assert_same(fast_grad, plain_grad)
