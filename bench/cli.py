@@ -115,11 +115,14 @@ def main(argv: list[str] | None = None) -> int:
             print_methods(console)
             return 0
         config = config_from_args(args)
+        from bench import distributed
         from bench.runner import run_suite
 
-        with Reporter(enabled=not args.quiet) as reporter:
+        # Under torchrun only the main process shows progress and the summary.
+        with Reporter(enabled=not args.quiet and distributed.is_main()) as reporter:
             leaderboard = run_suite(config, reporter, rerun=args.rerun)
-        print_summary(console, config, leaderboard)
+        if distributed.is_main():
+            print_summary(console, config, leaderboard)
         return 0
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

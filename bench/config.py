@@ -64,6 +64,7 @@ class TrainConfig:
     schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
     label_smoothing: float = 0.0
     amp: bool = True
+    sync_batch_norm: bool = False
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 0, f"train.epochs must be 0 or more, got {self.epochs}")

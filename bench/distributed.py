@@ -23,6 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from bench.errors import UserError
+
 
 def init_from_environment() -> bool:
     """Join torchrun's process group when its variables are set; True when running distributed."""
@@ -47,7 +49,8 @@ def is_distributed() -> bool:
 
 
 def rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
+    """This process's rank; before the process group starts, the one torchrun set in RANK."""
+    return dist.get_rank() if is_distributed() else int(os.environ.get("RANK", "0"))
 
 
 def world_size() -> int:
@@ -104,7 +107,7 @@ def data_parallel(model: nn.Module, device: torch.device, sync_batch_norm: bool 
         return
     if sync_batch_norm:
         if device.type != "cuda":
-            raise ValueError("SyncBatchNorm needs CUDA devices; leave train.sync_batch_norm off on CPUs")
+            raise UserError("train.sync_batch_norm needs CUDA devices; leave it off on CPUs")
         nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the batch norms inside `model` in place
     wrapper = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     model.forward = _RoutedForward(model, wrapper)

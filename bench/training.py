@@ -73,7 +73,7 @@ def fit(
     model.to(memory_format=memory_format)
     loss, accuracy = float("nan"), float("nan")
     # Under torchrun every call of `model` goes through DistributedDataParallel while training.
-    parallel = distributed.data_parallel(model, device, sync_batch_norm=getattr(train, "sync_batch_norm", False))
+    parallel = distributed.data_parallel(model, device, sync_batch_norm=train.sync_batch_norm)
     with reporter.task(description, total=(train.epochs - start_epoch) * len(loader)) as task, parallel:
         for epoch in range(start_epoch, train.epochs):
             started = time.perf_counter()
