@@ -208,16 +208,16 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     """Read a YAML config (or the defaults), apply `key.path=value` overrides, validate."""
     values: dict[str, Any] = {}
     if path is not None:
-        values = _read_yaml(Path(path))
+        values = read_yaml(Path(path))
     for override in overrides:
-        _apply_override(values, override)
+        apply_override(values, override)
     methods = values.get("methods")
     if isinstance(methods, list):
         values["methods"] = [{"name": item} if isinstance(item, str) else item for item in methods]
     return build_dataclass(RunConfig, values, "")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file {path} does not exist; pick one from configs/ (for example configs/default.yaml)")
     try:
@@ -230,7 +230,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return values
 
 
-def _apply_override(values: dict[str, Any], override: str) -> None:
+def apply_override(values: dict[str, Any], override: str) -> None:
     key, sep, text = override.partition("=")
     if not sep or not key:
         raise UserError(f"override {override!r} must look like section.key=value, for example train.epochs=3")

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.architectures import build_architecture
-from bench.config import DataConfig, ModelConfig, TrainConfig, _apply_override, _read_yaml, build_dataclass, hash_of
+from bench.config import DataConfig, ModelConfig, TrainConfig, apply_override, read_yaml, build_dataclass, hash_of
 from bench.errors import UserError
 from bench.records import Provenance, append_records, dataset_slug, read_records
 from bench.spiking import LIFNeuron
@@ -113,9 +113,9 @@ def _option_overrides(setting: SurrogateSetting) -> dict[str, Any]:
 
 
 def load_study_config(path: str | Path | None, overrides: list[str] = ()) -> StudyConfig:
-    values = _read_yaml(Path(path)) if path is not None else {}
+    values = read_yaml(Path(path)) if path is not None else {}
     for override in overrides:
-        _apply_override(values, override)
+        apply_override(values, override)
     return build_dataclass(StudyConfig, values, "")
 
 

@@ -71,6 +71,7 @@ class DirectOptions:
     time_steps_train: int = 4
     batch_norm: bool = True
     encoder: Literal["direct", "poisson"] = "direct"
+    recompute_activations: bool = False  # memory for long T_train: recompute blocks in the backward pass
     optimizer: Literal["sgd", "adamw"] | None = None
     lr: float | None = None
     epochs: int | None = None
@@ -106,7 +107,7 @@ def spiking_network(ann: nn.Module, options: DirectOptions, seed: int = 0) -> Sp
     replace_relus(ann, lambda name: make_neuron(options))
     if not options.batch_norm:
         _remove_batch_norm(ann)
-    return SpikingNetwork(ann, build_encoder(options.encoder, seed))
+    return SpikingNetwork(ann, build_encoder(options.encoder, seed), checkpoint=options.recompute_activations)
 
 
 def _remove_batch_norm(module: nn.Module) -> None:

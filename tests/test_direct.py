@@ -130,3 +130,20 @@ def test_a_nan_loss_is_a_recorded_failure_and_the_suite_goes_on(tmp_path, monkey
     assert "surrogate" in failed["error"].iloc[0] and "learning rate" in failed["error"].iloc[0]
     assert set(records.loc[records["label"] == "ann", "status"]) == {"ok"}
     assert "failed" in (tmp_path / "results" / "tiny-imagenette" / "leaderboard.md").read_text()
+
+
+def test_recompute_activations_option_gives_the_same_gradients():
+    import torch
+
+    from bench.architectures import build_architecture
+    from methods.direct import DirectOptions, spiking_network, time_averaged_logits
+
+    grads = []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        model = spiking_network(build_architecture("cifar_vgg_tiny", 4), DirectOptions(recompute_activations=recompute))
+        assert model.checkpoint is recompute
+        torch.manual_seed(1)
+        time_averaged_logits(model, 3)(torch.randn(2, 3, 32, 32)).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1])
