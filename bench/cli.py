@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from bench.config import MethodSpec, RunConfig, load_config
-from bench.errors import UserError
+from bench.errors import OneLineArgumentParser, exit_status
 from bench.progress import Reporter
 from bench.records import read_records, store_path
 from bench.report import latest_rows
@@ -25,13 +24,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml
 SUMMARY_STEPS = (1, 4, 16, 64, 256, 1000)
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse would print usage too
-        raise UserError(f"{message} (see --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(description="Measure accuracy against latency T for every spiking method on one dataset.")
+    parser = OneLineArgumentParser(description="Measure accuracy against latency T for every spiking method on one dataset.")
     parser.add_argument("--config", help="YAML config (default: configs/default.yaml)")
     parser.add_argument("--dataset", help="dataset name: tiny-imagenette, cifar10, cifar100, imagenette, folder:PATH")
     parser.add_argument("--methods", help="comma-separated method names or labels (wildcards allowed), e.g. ann,direct")
@@ -107,26 +101,23 @@ def print_summary(console: Console, config: RunConfig, leaderboard: Path) -> Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    console = Console()
-    try:
-        args = build_parser().parse_args(argv)
-        if args.list_methods:
-            load_plugins(args.plugin)
-            print_methods(console)
-            return 0
-        config = config_from_args(args)
-        from bench import distributed
-        from bench.runner import run_suite
+    return exit_status(lambda: _run(argv))
 
-        # Under torchrun only the main process shows progress and the summary.
-        with Reporter(enabled=not args.quiet and distributed.is_main()) as reporter:
-            leaderboard = run_suite(config, reporter, rerun=args.rerun)
-        if distributed.is_main():
-            print_summary(console, config, leaderboard)
+
+def _run(argv: list[str] | None) -> int:
+    console = Console()
+    args = build_parser().parse_args(argv)
+    if args.list_methods:
+        load_plugins(args.plugin)
+        print_methods(console)
         return 0
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished settings are saved; run the same command again to resume", file=sys.stderr)
-        return 130
+    config = config_from_args(args)
+    from bench import distributed
+    from bench.runner import run_suite
+
+    # Under torchrun only the main process shows progress and the summary.
+    with Reporter(enabled=not args.quiet and distributed.is_main()) as reporter:
+        leaderboard = run_suite(config, reporter, rerun=args.rerun)
+    if distributed.is_main():
+        print_summary(console, config, leaderboard)
+    return 0

@@ -37,7 +37,7 @@ from torch import nn
 
 from bench.architectures import build_architecture
 from bench.config import DataConfig, ModelConfig, TrainConfig, apply_override, read_yaml, build_dataclass, hash_of
-from bench.errors import UserError
+from bench.errors import OneLineArgumentParser, UserError, exit_status
 from bench.records import Provenance, append_records, dataset_slug, read_records
 from bench.spiking import LIFNeuron
 from bench.training import build_optimizer
@@ -337,13 +337,8 @@ def _format_ratio(ratio: float | None) -> str:
     return "n/a" if ratio is None else f"{ratio:.3g}"
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        raise UserError(f"{message} (see --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(description="Gradient flow through depth and time for surrogate-gradient training of an SNN.")
+    parser = OneLineArgumentParser(description="Gradient flow through depth and time for surrogate-gradient training of an SNN.")
     parser.add_argument("--config", help="YAML study config (default: configs/gradients.yaml)")
     parser.add_argument("--dataset", help="dataset name, e.g. tiny-imagenette or folder:PATH")
     parser.add_argument("--arch", help="architecture name, e.g. cifar_resnet20 or resnet18")
@@ -366,26 +361,23 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return exit_status(lambda: _run(argv))
+
+
+def _run(argv: list[str] | None) -> int:
     from bench.gradient_report import write_report
     from bench.progress import Reporter
 
-    try:
-        args = build_parser().parse_args(argv)
-        config = config_from_args(args)
-        if args.report_only:
-            report = write_report(config.study_dir())
-        else:
-            with Reporter(enabled=not args.quiet) as reporter:
-                command = shlex.join(["python", "-m", "bench.gradients", *(sys.argv[1:] if argv is None else argv)])
-                report = run_study(config, reporter, rerun=args.rerun, command=command)
-        print(report)
-        return 0
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished settings are saved; run the same command again to resume", file=sys.stderr)
-        return 130
+    args = build_parser().parse_args(argv)
+    config = config_from_args(args)
+    if args.report_only:
+        report = write_report(config.study_dir())
+    else:
+        with Reporter(enabled=not args.quiet) as reporter:
+            command = shlex.join(["python", "-m", "bench.gradients", *(sys.argv[1:] if argv is None else argv)])
+            report = run_study(config, reporter, rerun=args.rerun, command=command)
+    print(report)
+    return 0
 
 
 if __name__ == "__main__":

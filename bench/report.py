@@ -8,7 +8,6 @@ the same records gives the same bytes. `python -m bench.report` rebuilds everyth
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import yaml
 from tabulate import tabulate
 
 from bench.efficiency import ENERGY_CAVEAT
-from bench.errors import UserError
+from bench.errors import OneLineArgumentParser, UserError, exit_status
 from bench.plots import ACCURACY_PLOT, ENERGY_PLOT, FIRING_PLOT, plot_accuracy, plot_energy, plot_firing_rates
 from bench.records import STORE_NAME, read_records
 
@@ -241,19 +240,19 @@ def rebuild_all(results_dir: Path, at: int = DEFAULT_AT, sort: str = "method") -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Regenerate every leaderboard and plot under a results folder from its records.")
+    return exit_status(lambda: _run(argv))
+
+
+def _run(argv: list[str] | None) -> int:
+    parser = OneLineArgumentParser(description="Regenerate every leaderboard and plot under a results folder from its records.")
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--at", type=int, default=DEFAULT_AT, help=f"T for the efficiency table (default {DEFAULT_AT})")
     parser.add_argument("--sort", default="method", help=f"sort the efficiency table by one of: {', '.join(SORT_KEYS)}")
     args = parser.parse_args(argv)
-    try:
-        if not Path(args.results_dir).is_dir():
-            raise UserError(f"results folder {args.results_dir} does not exist; run `python run_all.py` first")
-        for path in rebuild_all(Path(args.results_dir), args.at, args.sort):
-            print(path)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if not Path(args.results_dir).is_dir():
+        raise UserError(f"results folder {args.results_dir} does not exist; run `python run_all.py` first")
+    for path in rebuild_all(Path(args.results_dir), args.at, args.sort):
+        print(path)
     return 0
 
 

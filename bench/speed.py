@@ -398,7 +398,7 @@ def render(result: dict) -> str:
 def _memory_lines(memory: dict) -> list[str]:
     if not memory:
         return []
-    steps = [key for key in memory if key != "ann"]
+    steps = sorted((key for key in memory if key != "ann"), key=int)
     lines = ["", f"Peak memory of one training step in MiB above the settled process (the ANN step: {memory['ann']:.0f}); "
              "checkpointing keeps each block's input only and recomputes the block in the backward:", "",
              "| T | plain loop | fused | fused + checkpointing |", "|---:|---:|---:|---:|"]
