@@ -92,7 +92,10 @@ class OperationCounter:
             (source,) = inputs
             macs = dense_macs(layer, source, outputs)
             self.dense_macs_per_sample[name] = macs
-            if self.all_dense or (self.analog_input is not None and source.data_ptr() == self.analog_input.data_ptr()):
+            # Analog: an ANN, the encoder's own output, or a layer of the constant prefix that runs once
+            # on `[B, ...]` before the first neuron (`SpikingNetwork.constant_prefix`).
+            analog = self.analog_input is not None and source.data_ptr() == self.analog_input.data_ptr()
+            if self.all_dense or analog or source.shape[0] != self.time_steps * self.batch_size:
                 steps = torch.full((self.time_steps,), float(macs * self.batch_size))
                 self.counts[name] = LayerCount("mac", steps)
             else:
