@@ -35,11 +35,12 @@ def _groups(rows: pd.DataFrame):
 
 def plot_accuracy(rows: pd.DataFrame, path: Path) -> None:
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for name, group in _groups(rows):
+    for index, (name, group) in enumerate(_groups(rows)):
+        color = f"C{index % 10}"
         if group["family"].iloc[0] == "reference":
-            axes.axhline(100 * group["top1"].iloc[0], linestyle="--", color="grey", label=f"{name}: ceiling")
+            axes.axhline(100 * group["top1"].iloc[0], linestyle="--", color=color, label=f"{name}: ceiling")
         else:
-            axes.plot(group["time_steps"], 100 * group["top1"], marker="o", markersize=3, label=name)
+            axes.plot(group["time_steps"], 100 * group["top1"], marker="o", markersize=3, color=color, label=name)
     axes.set_xscale("log")
     axes.set_xlabel("time steps T (log scale)")
     axes.set_ylabel("top-1 accuracy (%)")
@@ -52,11 +53,12 @@ def plot_energy(rows: pd.DataFrame, path: Path) -> bool:
     if "energy_uj" not in rows or rows["energy_uj"].isna().all():
         return False
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for name, group in _groups(rows):
+    for index, (name, group) in enumerate(_groups(rows)):
+        color = f"C{index % 10}"
         if group["family"].iloc[0] == "reference":
-            axes.scatter(group["energy_uj"].iloc[:1], 100 * group["top1"].iloc[:1], marker="*", s=120, color="grey", label=name, zorder=3)
+            axes.scatter(group["energy_uj"].iloc[:1], 100 * group["top1"].iloc[:1], marker="*", s=120, color=color, label=name, zorder=3)
         else:
-            axes.plot(group["energy_uj"], 100 * group["top1"], marker="o", markersize=3, label=f"{name}, T grid")
+            axes.plot(group["energy_uj"], 100 * group["top1"], marker="o", markersize=3, color=color, label=f"{name}, T grid")
     axes.set_xscale("log")
     axes.set_xlabel("estimated energy per image (µJ, compute only, log scale)")
     axes.set_ylabel("top-1 accuracy (%)")

@@ -229,8 +229,8 @@ def write_index(results_dir: Path) -> Path:
         ceilings = ann_accuracy(ok)
         table.append([
             f"[{ok['dataset'].iloc[0]}]({store.parent.name}/leaderboard.md)", ", ".join(sorted(ok["architecture"].unique())),
-            ", ".join(f"{_percent(v)}" for v in ceilings.values()),
-            f"{best['label']}: {_percent(best['top1'])} at T={int(best['time_steps'])}" if best is not None else "",
+            ", ".join(f"{architecture}: {_percent(top1)}" for architecture, top1 in ceilings.items()),
+            f"{best['label']} ({best['architecture']}): {_percent(best['top1'])} at T={int(best['time_steps'])}" if best is not None else "",
             ", ".join(sorted(ok["commit"].astype(str).unique())),
         ])
     lines += [tabulate(table, headers=["leaderboard", "architectures", "ANN top-1 (%)", "best spiking top-1", "commits"],
