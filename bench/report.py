@@ -133,12 +133,13 @@ def _integer(value) -> str:
 
 
 def provenance_table(rows: pd.DataFrame) -> str:
-    headers = ["method", "data (train / test images)", "setting hash", "simulate wall (s)", "hardware", "commit", "run"]
+    headers = ["method", "data, image size (train / test images)", "setting hash", "simulate wall (s)", "hardware", "commit", "run"]
     table = []
     for (label, _), group in _settings(rows):
         first = group.iloc[0]
         table.append([
-            label, f"{first['dataset']} ({first.get('train_size', '?')} / {first.get('test_size', '?')})", first.get("setting_hash", "?"),
+            label, f"{first['dataset']}, {_integer(first.get('image_size'))} px ({first.get('train_size', '?')} / {first.get('test_size', '?')})",
+            first.get("setting_hash", "?"),
             _number(first.get("eval_wall_s")), f"{first.get('hardware', '?')}, {first.get('device', '?')}",
             first.get("commit", "?"), first.get("run_id", "?"),
         ])
