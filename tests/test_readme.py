@@ -18,3 +18,21 @@ def test_readme_method_example_runs(tmp_path, monkeypatch):
     assert main(args) == 0
     leaderboard = (tmp_path / "results" / "tiny-imagenette" / "leaderboard.md").read_text()
     assert "| scaled_threshold " in leaderboard
+
+
+def test_readme_excerpt_matches_the_committed_records():
+    """The README's table is copied from results/: it must say what the records say."""
+    from bench.records import read_records
+
+    records = read_records(README.parent / "results" / "tiny-imagenette" / "records.jsonl")
+    section = README.read_text().split("## Results so far")[1].split("##")[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    header = next(line for line in section.splitlines() if line.startswith("| method"))
+    steps = [int(cell.strip()[2:]) for cell in header.strip("|").split("|")[1:]]
+    assert lines
+    for line in lines:
+        label, *values = [cell.strip() for cell in line.strip("|").split("|")]
+        rows = records[records["label"] == label]
+        newest = rows[rows["run_id"] == rows["run_id"].max()]
+        by_t = dict(zip(newest["time_steps"].astype(int), newest["top1"]))
+        assert [f"{100 * by_t[t]:.2f}" for t in steps] == values, label
