@@ -20,6 +20,7 @@ from torch import nn
 
 from bench import distributed
 from bench.config import TrainConfig, hash_of
+from bench.errors import UserError
 
 
 class TrainingDiverged(RuntimeError):
@@ -120,7 +121,10 @@ def _train_epoch(model, compute_logits, loader, optimizer, schedule, train, devi
 def _resume(path: Path | None, model, optimizer, schedule) -> tuple[int, float]:
     if path is None or not path.is_file():
         return 0, 0.0
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 (torch raises many kinds for a damaged file)
+        raise UserError(f"checkpoint {path} cannot be read ({type(error).__name__}); delete it to train from scratch") from None
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])

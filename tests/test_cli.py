@@ -72,3 +72,13 @@ def test_plugin_method_appears_in_the_leaderboard(tmp_path, monkeypatch, capsys)
     # Run again: the finished settings are found in the store and skipped, the leaderboard is unchanged.
     assert main(args) == 0
     assert (tmp_path / "results" / "tiny-imagenette" / "leaderboard.md").read_text() == leaderboard
+
+
+def test_corrupt_checkpoint_is_one_line_and_status_2(tmp_path, capsys):
+    args = tiny_args(tmp_path) + ["--methods", "ann"]
+    assert main(args) == 0
+    (checkpoint,) = (tmp_path / "cache").glob("ann-*.pt")
+    checkpoint.write_bytes(b"not a checkpoint")
+    assert main(args + ["--rerun"]) == 2
+    captured = capsys.readouterr()
+    assert "cannot be read" in captured.err and "delete it" in captured.err and captured.err.count("\n") == 1
