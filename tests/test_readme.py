@@ -36,3 +36,8 @@ def test_readme_excerpt_matches_the_committed_records():
         newest = rows[rows["run_id"] == rows["run_id"].max()]
         by_t = dict(zip(newest["time_steps"].astype(int), newest["top1"]))
         assert [f"{100 * by_t[t]:.2f}" for t in steps] == values, label
+
+
+def test_every_config_the_readme_names_exists():
+    named = set(re.findall(r"configs/[\w.-]+\.yaml", README.read_text()))
+    assert named and all((README.parent / path).is_file() for path in named), named
