@@ -362,11 +362,11 @@ def render(result: dict) -> str:
         "| | ANN | " + " | ".join(titles) + " |", "|---|---:|" + "---:|" * len(variants),
         f"| training step (ms) | {1000 * training['ann']['best_s']:.1f} | "
         + " | ".join(f"{1000 * training[v]['best_s']:.1f}" for v in variants) + " |",
-        f"| training / (T_train x ANN step) | 1 | " + " | ".join(f"**{training[v]['ratio']:.3f}**" for v in variants) + " |",
+        "| training / (T_train x ANN step) | 1 | " + " | ".join(f"**{training[v]['ratio']:.3f}**" for v in variants) + " |",
         f"| curve to T={settings['time_max']} (s) | {curve['ann']['seconds']:.2f} | "
         + " | ".join(f"{curve[v]['seconds']:.2f}" for v in variants) + " |",
-        f"| curve / (T_max x ANN forward) | 1 | " + " | ".join(f"**{curve[v]['ratio']:.3f}**" for v in variants) + " |",
-        f"| simulation chunk (steps) | | " + " | ".join(str(curve[v]["chunk_size"]) for v in variants) + " |",
+        "| curve / (T_max x ANN forward) | 1 | " + " | ".join(f"**{curve[v]['ratio']:.3f}**" for v in variants) + " |",
+        "| simulation chunk (steps) | | " + " | ".join(str(curve[v]["chunk_size"]) for v in variants) + " |",
         "", f"Without the harness's operation counters (`evaluate(..., count_operations=False)`), the curve with the "
         f"{VARIANT_TITLES[curve['uncounted']['variant']]} loop takes {curve['uncounted']['seconds']:.2f} s: "
         f"**{curve['uncounted']['ratio']:.3f}** x T_max ANN forwards.",

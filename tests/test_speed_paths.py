@@ -63,8 +63,8 @@ def test_fused_state_carried_with_gradients_across_calls(spike_amplitude):
     currents = torch.randn(STEPS, BATCH, CHANNELS) + 0.4
     upstream = torch.randn(STEPS, BATCH, CHANNELS)
     results = []
-    for fused in (True, False):
-        neuron = LIFNeuron(leak=0.9, threshold=0.8, spike_amplitude=spike_amplitude, fused=fused)
+    for use_fused in (True, False):
+        neuron = LIFNeuron(leak=0.9, threshold=0.8, spike_amplitude=spike_amplitude, fused=use_fused)
         inputs = currents.clone().requires_grad_(True)
         outputs = []
         for chunk in (inputs[:2], inputs[2:]):

@@ -1,6 +1,5 @@
 """Spiking core: neuron traces computed by hand, surrogate derivatives, encoders, state handling."""
 
-import math
 
 import pytest
 import torch
