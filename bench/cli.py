@@ -113,7 +113,10 @@ def _run(argv: list[str] | None) -> int:
         return 0
     config = config_from_args(args)
     from bench import distributed
+    from bench.allocator import keep_freed_memory
     from bench.runner import run_suite
+
+    keep_freed_memory()
 
     # Under torchrun only the main process shows progress and the summary.
     with Reporter(enabled=not args.quiet and distributed.is_main()) as reporter:

@@ -5,7 +5,10 @@ A synaptic layer is an `nn.Conv2d` or `nn.Linear`. Its input `[T*B, ...]` is eit
 ANN):
 - events: SOPs at step t = sum over input positions of [input != 0] * fan-out(position), where
   a convolution's fan-out counts exactly the outputs a position reaches given kernel, stride,
-  padding and dilation (border positions reach fewer), times out_channels / groups;
+  padding and dilation (border positions reach fewer), times out_channels / groups. When the
+  input is a neuron layer's output, its events are the spike map that layer recorded
+  (`LIFNeuron.spike_map`, spikes per neuron summed over the batch), so they are not counted
+  again for every layer the spikes feed;
 - analog: dense MACs = output elements * (in_channels / groups) * kernel area (per sample, per
   step), the usual count that includes the padded border.
 Energy follows the 45 nm convention (Horowitz 2014): 4.6 pJ per MAC, 0.9 pJ per accumulate. It
@@ -14,11 +17,14 @@ counts compute only, no memory traffic.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from bench.spiking.neurons import LIFNeuron, sum_over_batch
 
 PJ_PER_MAC = 4.6
 PJ_PER_AC = 0.9
@@ -74,13 +80,30 @@ class OperationCounter:
         self.counts: dict[str, LayerCount] = {}
         self.dense_macs_per_sample: dict[str, int] = {}
         self._fan_out: dict[tuple[str, int, int], torch.Tensor] = {}
+        # id(output) -> (the output, the neuron layer that emitted it) for outputs still alive.
+        self._spike_sources: dict[int, tuple[weakref.ref, LIFNeuron]] = {}
         self._handles = [layer.register_forward_hook(self._hook(name)) for name, layer in self.layers.items()]
+        self._handles += [m.register_forward_hook(self._remember_spikes) for m in model.modules() if isinstance(m, LIFNeuron)]
         body, encoder = getattr(model, "body", None), getattr(model, "encoder", None)
         if body is not None and encoder is not None and not getattr(encoder, "emits_events", True):
             self._handles.append(body.register_forward_pre_hook(self._remember_analog_input))
 
     def _remember_analog_input(self, body, inputs) -> None:
         self.analog_input = inputs[0]
+
+    def _remember_spikes(self, neuron: LIFNeuron, inputs, output: torch.Tensor) -> None:
+        # An event is a nonzero input: a spike of amplitude 1, or of a threshold that is not 0.
+        if neuron.record and (neuron.spike_amplitude == "one" or bool(neuron.threshold.ne(0).all())):
+            self._spike_sources = {key: entry for key, entry in self._spike_sources.items() if entry[0]() is not None}
+            self._spike_sources[id(output)] = (weakref.ref(output), neuron)
+
+    def _recorded_spikes(self, source: torch.Tensor) -> torch.Tensor | None:
+        """The spike map `[T, ...]` of the neuron layer whose output `source` is, if it recorded one."""
+        entry = self._spike_sources.get(id(source))
+        if entry is None or entry[0]() is not source:
+            return None
+        spike_map = entry[1].spike_map
+        return spike_map if spike_map is not None and spike_map.shape[0] == self.time_steps else None
 
     def close(self) -> None:
         for handle in self._handles:
@@ -104,13 +127,15 @@ class OperationCounter:
         return count
 
     def _sops(self, name: str, layer: nn.Module, source: torch.Tensor) -> torch.Tensor:
-        steps = source.detach().unflatten(0, (self.time_steps, -1))
-        # A float 0/1 mask sums much faster than a bool one on CPUs, and stays exact: no sum here
-        # comes near 2^24.
-        events = torch.ne(steps, 0, out=torch.empty_like(steps))
+        events = self._recorded_spikes(source)  # [steps, ...], summed over the batch
+        if events is None:
+            steps = source.detach().unflatten(0, (self.time_steps, -1))
+            # A float 0/1 mask sums much faster than a bool one on CPUs, and stays exact: no sum
+            # here comes near 2^24.
+            events = sum_over_batch(torch.ne(steps, 0, out=torch.empty_like(steps, dtype=torch.float32)))
         if isinstance(layer, nn.Linear):
             return events.flatten(1).sum(1).double() * layer.out_features
-        per_position = events.sum(dim=(1, 2)).double()  # [steps, H, W]
+        per_position = events.sum(dim=1).double()  # [steps, H, W]
         key = (name, source.shape[-2], source.shape[-1])
         if key not in self._fan_out:
             self._fan_out[key] = conv_fan_out(layer, *key[1:]).double().to(source.device) * (layer.out_channels // layer.groups)

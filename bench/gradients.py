@@ -365,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
+    from bench.allocator import keep_freed_memory
     from bench.gradient_report import write_report
     from bench.progress import Reporter
 
@@ -373,6 +374,7 @@ def _run(argv: list[str] | None) -> int:
     if args.report_only:
         report = write_report(config.study_dir())
     else:
+        keep_freed_memory()
         with Reporter(enabled=not args.quiet) as reporter:
             command = shlex.join(["python", "-m", "bench.gradients", *(sys.argv[1:] if argv is None else argv)])
             report = run_study(config, reporter, rerun=args.rerun, command=command)

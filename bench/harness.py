@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bench.allocator import freed_memory_kept
 from bench.distributed import gather_sum
 from bench.efficiency import OperationCounter
 from bench.progress import QUIET
@@ -179,7 +180,12 @@ def _simulate_batch(model, layers, counter, images, labels, horizon: int, chunk_
     tally.samples += len(labels)
 
 
-CPU_CHUNK_BYTES = 8 * 2**20
+# Largest activation of one chunk on a CPU. With freed memory kept (`bench.allocator`), on
+# cifar_resnet8 at batch 64 (4 MiB per step), the curve to T=100 over as many ANN forwards took
+# about 1.26, 1.20, 1.15, 1.15, 1.15 and 1.18 with chunks of 1, 2, 4, 8, 16 and 32 steps. With the
+# system allocator large blocks page-fault on every allocation, more so the longer the chunk
+# (chunk 8: 2.0), so chunks stay small there.
+CPU_CHUNK_BYTES = {"kept": 32 * 2**20, "system": 8 * 2**20}
 
 
 def choose_chunk_size(model: SpikingModel, images: torch.Tensor, horizon: int, memory_budget_mb: int) -> int:
@@ -206,7 +212,8 @@ def choose_chunk_size(model: SpikingModel, images: torch.Tensor, horizon: int, m
     per_step = max(4 * largest, 1)
     chunk = memory_budget_mb * 2**20 // per_step
     if images.device.type == "cpu":
-        # On a CPU, a step costs up to twice as much once a chunk's activations outgrow the cache
-        # (`python -m bench.speed`, results/perf.md), so the largest one stays near CPU_CHUNK_BYTES.
-        chunk = min(chunk, CPU_CHUNK_BYTES // max(largest, 1))
+        # Longer chunks pay less Python per step until their tensors outgrow what the allocator
+        # keeps (see CPU_CHUNK_BYTES).
+        cap = CPU_CHUNK_BYTES["kept" if freed_memory_kept() else "system"]
+        chunk = min(chunk, cap // max(largest, 1))
     return int(max(1, min(horizon, chunk)))

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.metadata
+import inspect
 import json
 import os
 import platform
@@ -35,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench.allocator import keep_freed_memory
 from bench.architectures import build_architecture
 from bench.errors import UserError
 from bench.harness import evaluate
@@ -275,8 +278,10 @@ def measure_spikingjelly(bench: Bench) -> dict | None:
 
         def __init__(self) -> None:
             super().__init__()
+            # Its PyTorch path: `backend="torch"` before 2.0; 2.0 has no backend argument and loops in PyTorch.
+            backend = {"backend": "torch"} if "backend" in inspect.signature(neuron.LIFNode).parameters else {}
             self.node = neuron.LIFNode(tau=1 / (1 - leak), decay_input=False, v_threshold=1.0, v_reset=None,
-                                       surrogate_function=surrogate.ATan(), step_mode="m", backend="torch")
+                                       surrogate_function=surrogate.ATan(), step_mode="m", **backend)
 
         def forward(self, current):
             return self.node(current.unflatten(0, (steps, -1))).flatten(0, 1)
@@ -298,7 +303,8 @@ def measure_spikingjelly(bench: Bench) -> dict | None:
     bench.ann.train()
     times = interleaved(bench.clock, {"ann": bench.training_step(bench.ann, ann_optimizer, None), "spikingjelly": step},
                         bench.args.repeats)
-    return {"best_s": times["spikingjelly"]["best_s"], "ratio": times["spikingjelly"]["best_s"] / (steps * times["ann"]["best_s"])}
+    return {"best_s": times["spikingjelly"]["best_s"], "ratio": times["spikingjelly"]["best_s"] / (steps * times["ann"]["best_s"]),
+            "version": importlib.metadata.version("spikingjelly")}
 
 
 def machine(device: torch.device, clock: Clock) -> dict:
@@ -343,6 +349,8 @@ def _settings(args: argparse.Namespace, bench: Bench) -> dict:
         "input": "direct (constant in time); random images and labels",
         "memory_format": "channels-last" if bench.memory_format == torch.channels_last else "NCHW",
         "device": str(bench.device), "repeats": args.repeats,
+        "allocator": "freed memory kept in the process (bench.allocator)" if getattr(args, "keep_freed_memory", False)
+        else "the system's default",
         "command": "python -m bench.speed " + " ".join(sys.argv[1:]),
     }
 
@@ -376,8 +384,10 @@ def render(result: dict) -> str:
             f"{VARIANT_TITLES[v]} {training['plain']['best_s'] / training[v]['best_s']:.2f}x in training, "
             f"{curve['plain']['seconds'] / curve[v]['seconds']:.2f}x on the curve" for v in variants if v != "plain") + "."]
     if result.get("spikingjelly"):
-        lines += ["", f"SpikingJelly multi-step LIF (PyTorch backend) in the same body: training ratio "
-                      f"{result['spikingjelly']['ratio']:.3f}."]
+        jelly = result["spikingjelly"]
+        lines += ["", f"SpikingJelly {jelly.get('version', '')} multi-step LIF node (its PyTorch path, arctan surrogate) in the "
+                      f"same body and batch: training step {1000 * jelly['best_s']:.1f} ms, **{jelly['ratio']:.3f}** x T_train "
+                      "ANN steps, timed in its own interleaved rounds against the ANN."]
     lines += _memory_lines(result["memory"])
     lines += ["", "## How it was measured", "",
               f"- Clock: {machine_info['clock']}; training: best of {settings['repeats']} interleaved rounds for every "
@@ -387,6 +397,7 @@ def render(result: dict) -> str:
               f"per call (`SpikingNetwork.constant_prefix`, used: {training['constant_prefix']}).",
               "- ANN: the same architecture with ReLUs, same batch, memory format and threads; training steps in train mode, "
               "forwards in eval mode without autograd.",
+              f"- Memory allocator: {settings.get('allocator', 'the system default')}.",
               f"- Machine: {machine_info['hardware']}, {machine_info['logical_cpus']} logical CPUs, 1-minute load average "
               f"{machine_info['load_average_1min_start']} at the start and {machine_info['load_average_1min_end']} at the end "
               "(other processes share this machine).",
@@ -424,6 +435,9 @@ def print_table(result: dict) -> None:
     table.add_row("  same, without op counters", "", *[f"{uncounted['ratio']:.3f}" if v == uncounted["variant"] else "" for v in variants])
     console = Console()
     console.print(table)
+    if result.get("spikingjelly"):
+        console.print(f"SpikingJelly {result['spikingjelly']['version']} multi-step LIF: training / "
+                      f"{result['settings']['time_steps_train']} ANN steps = {result['spikingjelly']['ratio']:.3f}")
     for line in _memory_lines(result["memory"]):
         console.print(line, markup=False)
 
@@ -433,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_probe:
         print(json.dumps(memory_probe(json.loads(args.memory_probe))))
         return 0
+    args.keep_freed_memory = keep_freed_memory()
     try:
         result = run(args)
     except UserError as error:

@@ -9,7 +9,8 @@ from torch import nn
 from bench.architectures import build_architecture
 from bench.efficiency import OperationCounter, conv_fan_out, energy_microjoules
 from bench.harness import evaluate
-from bench.spiking import AnalogModel, DirectEncoder, IFNeuron, PoissonEncoder, SpikingNetwork
+from bench.spiking import AnalogModel, DirectEncoder, IFNeuron, LIFNeuron, PoissonEncoder, SpikingNetwork, replace_relus
+from bench.spiking.neurons import sum_over_batch
 
 CPU = torch.device("cpu")
 
@@ -90,3 +91,34 @@ def test_energy_convention():
     assert energy_microjoules(1e6, 0) == pytest.approx(4.6)
     assert energy_microjoules(0, 1e6) == pytest.approx(0.9)
     assert energy_microjoules(1e6, 1e6, pj_per_mac=1.0, pj_per_ac=0.5) == pytest.approx(1.5)
+
+
+def test_sops_from_recorded_spike_maps_equal_a_fresh_count_of_every_input(monkeypatch):
+    torch.manual_seed(3)
+    body = build_architecture("cifar_resnet8", 10)
+    replace_relus(body, lambda name: LIFNeuron(threshold=0.5, leak=0.9))
+    model = SpikingNetwork(body, DirectEncoder()).eval().to(memory_format=torch.channels_last)
+    loader = [(torch.randn(3, 3, 16, 16).contiguous(memory_format=torch.channels_last), torch.zeros(3, dtype=torch.long))]
+    used = []
+    recorded = OperationCounter._recorded_spikes
+
+    def watched(self, source):
+        used.append(recorded(self, source))
+        return used[-1]
+
+    monkeypatch.setattr(OperationCounter, "_recorded_spikes", watched)
+    from_maps = evaluate(model, loader, [1, 3, 5], CPU, chunk_size=2)
+    # Per call: the 8 convolutions fed by neurons read maps; the classifier, fed by pooling, counts afresh.
+    assert sum(found is not None for found in used) == 8 * sum(found is None for found in used) > 0
+    monkeypatch.setattr(OperationCounter, "_recorded_spikes", lambda self, source: None)
+    counted_again = evaluate(model, loader, [1, 3, 5], CPU, chunk_size=2)
+    assert from_maps.sops == counted_again.sops and from_maps.sops[5] > from_maps.sops[1] > 0
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_sum_over_batch_equals_a_plain_sum(channels_last):
+    spikes = (torch.rand(6, 5, 4, 3, 3) < 0.3).float()  # [T, B, C, H, W]
+    sequence = torch.empty(6, 5, 3, 3, 4).permute(0, 1, 4, 2, 3) if channels_last else torch.empty(6, 5, 4, 3, 3)
+    sequence.copy_(spikes)
+    assert torch.equal(sum_over_batch(sequence), spikes.sum(1))
+    assert torch.equal(sum_over_batch(spikes.transpose(0, 1)), spikes.transpose(0, 1).sum(1))  # not one block per step

@@ -53,7 +53,7 @@ def _probe(network, images: torch.Tensor) -> tuple[bool, list[_BatchNorm]]:
     sample = images[:PROBE_SAMPLES].detach()
     sample = sample.expand(PROBE_SAMPLES, *sample.shape[1:]) if len(sample) < PROBE_SAMPLES else sample
     neurons = network.spiking_layers().values()
-    saved_states = [(n.potential, n.spike_counts, n.time_steps, n.constant_batch, n.record) for n in neurons]
+    saved_states = [(n.potential, n.spike_map, n.time_steps, n.constant_batch, n.record) for n in neurons]
     saved_modes = [(module, module.training) for module in network.modules()]
     norms = [m for m in network.body.modules() if isinstance(m, _BatchNorm)]
     on_prefix: list[_BatchNorm] = []
@@ -87,7 +87,7 @@ def _probe(network, images: torch.Tensor) -> tuple[bool, list[_BatchNorm]]:
         for module, training in saved_modes:
             module.training = training
         for neuron, state in zip(neurons, saved_states):
-            neuron.potential, neuron.spike_counts, neuron.time_steps, neuron.constant_batch, neuron.record = state
+            neuron.potential, neuron.spike_map, neuron.time_steps, neuron.constant_batch, neuron.record = state
     return usable, on_prefix if usable else []
 
 
@@ -228,7 +228,7 @@ def _recompute_contexts(modules: list[nn.Module]):
 
     @contextlib.contextmanager
     def recompute():
-        at_end = [(n.potential, n.time_steps, n.constant_batch, n.spike_counts) for n in neurons]
+        at_end = [(n.potential, n.time_steps, n.constant_batch, n.spike_map) for n in neurons]
         statistics = [(m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in norms]
         for neuron, (potential, steps, constant) in zip(neurons, at_start):
             neuron.potential, neuron.time_steps, neuron.constant_batch = potential, steps, constant
@@ -238,7 +238,7 @@ def _recompute_contexts(modules: list[nn.Module]):
             yield
         finally:
             for neuron, state in zip(neurons, at_end):
-                neuron.potential, neuron.time_steps, neuron.constant_batch, neuron.spike_counts = state
+                neuron.potential, neuron.time_steps, neuron.constant_batch, neuron.spike_map = state
             for norm, momentum, tracked in statistics:
                 norm.momentum = momentum
                 if tracked is not None:

@@ -191,14 +191,14 @@ def _backward_step_eager(distance, grad_spikes, grad_next, scale: float, thresho
                          surrogate: Surrogate) -> None:
     """out = dL/dh at one step, from x = h - threshold, dL/ds and dL/dv = scale * grad_next (or None)."""
     slope = surrogate.grad(distance)
-    grad_after = grad_next * scale if grad_next is not None and scale != 1.0 else grad_next
-    if grad_after is None:
+    if grad_next is None:
         torch.mul(grad_spikes, slope, out=out)
-    elif reset == "subtract" and detach:
-        torch.addcmul(grad_after, slope, grad_spikes, out=out)
+    elif reset == "subtract" and detach:  # dL/dv + g * dL/ds, in `out` without temporaries
+        torch.mul(grad_spikes, slope, out=out).add_(grad_next, alpha=scale)
     elif reset == "subtract":  # dL/dv + g * (dL/ds - threshold * dL/dv)
-        torch.addcmul(grad_after, slope, torch.addcmul(grad_spikes, grad_after, threshold, value=-1), out=out)
+        torch.addcmul(grad_spikes, grad_next, threshold, value=-scale, out=out).mul_(slope).add_(grad_next, alpha=scale)
     else:
+        grad_after = grad_next * scale if scale != 1.0 else grad_next
         kept = 1 - (distance >= 0).to(distance.dtype)
         if not detach:
             kept.addcmul_(distance + threshold, slope, value=-1)
@@ -250,7 +250,7 @@ class _Flattened:
     def __call__(self, *args):
         template = args[0]  # every step function starts with a step tensor
         steps = [a for a in args if isinstance(a, torch.Tensor) and a.shape == template.shape]
-        if not all(_dense(a) and a.stride() == template.stride() for a in steps):
+        if not all(is_dense(a) and a.stride() == template.stride() for a in steps):
             return self.kernel(*args)
         return self.kernel(*[self._flat(a, template) if isinstance(a, torch.Tensor) else a for a in args])
 
@@ -269,7 +269,7 @@ class _Flattened:
         return self._spread
 
 
-def _dense(tensor: torch.Tensor) -> bool:
+def is_dense(tensor: torch.Tensor) -> bool:
     """Whether the elements fill one block of memory without gaps, in whatever order."""
     expected = 1
     for size, stride in sorted(zip(tensor.shape, tensor.stride()), key=lambda pair: pair[1]):

@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from bench.spiking.fused import Dynamics, simulate
+from bench.spiking.fused import Dynamics, is_dense, simulate
 from bench.spiking.surrogates import Surrogate, spike
 
 ResetMode = Literal["subtract", "zero"]
@@ -70,10 +70,10 @@ class LIFNeuron(nn.Module):
         # is one current `[B, ...]` held for all `time_steps`, computed once instead of T times.
         self.constant_batch: int | None = None
         self.potential: torch.Tensor | None = None
-        # Spikes per step of the last call, summed over batch and neurons, `[T]`; kept only while
-        # `record` is on, so that training pays nothing for it.
+        # Spikes of every neuron per step of the last call, summed over the batch, `[T, ...]`
+        # (float32); kept only while `record` is on, so that training pays nothing for it.
         self.record = False
-        self.spike_counts: torch.Tensor | None = None
+        self.spike_map: torch.Tensor | None = None
 
     def extra_repr(self) -> str:
         threshold = self.threshold.item() if self.threshold.numel() == 1 else f"[{self.threshold.numel()} channels]"
@@ -82,9 +82,14 @@ class LIFNeuron(nn.Module):
             f"initial_potential={self.initial_potential}, surrogate={self.surrogate}"
         )
 
+    @property
+    def spike_counts(self) -> torch.Tensor | None:
+        """Spikes per step of the last call, summed over batch and neurons, `[T]`."""
+        return None if self.spike_map is None else self.spike_map.flatten(1).sum(1)
+
     def reset_state(self) -> None:
         self.potential = None
-        self.spike_counts = None
+        self.spike_map = None
 
     def _broadcast_threshold(self, step_current: torch.Tensor) -> torch.Tensor:
         if self.threshold.ndim == 0:
@@ -114,7 +119,7 @@ class LIFNeuron(nn.Module):
             spikes, potential = self._plain_loop(current, potential, threshold)
         self.potential = potential
         if self.record:
-            self.spike_counts = spikes.detach().sum(dim=tuple(range(1, spikes.ndim)))  # no copy when channels-last
+            self.spike_map = sum_over_batch(spikes.detach())
         if self.spike_amplitude == "threshold":
             spikes = spikes * threshold if spikes.requires_grad else spikes.mul_(threshold)
         return spikes.flatten(0, 1)
@@ -137,6 +142,23 @@ class LIFNeuron(nn.Module):
                 potential = potential * (1 - reset_spikes)
             spikes.append(step_spikes)
         return torch.stack(spikes), potential
+
+
+def sum_over_batch(sequence: torch.Tensor) -> torch.Tensor:
+    """`[T, B, ...]` -> `[T, ...]` in float32, summed over the batch; exact for spikes (sums < 2^24).
+
+    On a CPU the sum is a matrix-vector product over each step's `[B, per_sample]` block: it
+    reads the spikes once at memory speed, about twice as fast as `sum(1)` over a channels-last
+    layout. The result keeps the layout of one sample.
+    """
+    steps, batch = sequence.shape[:2]
+    per_sample = sequence[0, 0].numel()
+    one_block = sequence.stride(1) == per_sample and sequence.stride(0) == batch * per_sample
+    if sequence.device.type != "cpu" or sequence.dtype != torch.float32 or not one_block or not is_dense(sequence[0, 0]):
+        return sequence.sum(1, dtype=torch.float32)
+    blocks = sequence.as_strided((steps, batch, per_sample), (batch * per_sample, per_sample, 1))
+    summed = torch.matmul(blocks.new_ones(batch), blocks)  # [T, per_sample]
+    return summed.as_strided((steps, *sequence.shape[2:]), (per_sample, *sequence.stride()[2:]))
 
 
 class IFNeuron(LIFNeuron):
