@@ -236,6 +236,10 @@ def write_index(results_dir: Path) -> Path:
         ])
     lines += [tabulate(table, headers=["leaderboard", "architectures", "ANN top-1 (%)", "best spiking top-1", "commits"],
                        tablefmt="github", disable_numparse=True), ""]
+    studies = sorted(results_dir.glob("perf*.md")) + sorted(results_dir.glob("gradients/*/report.md"))
+    if studies:
+        lines += ["Other measurements, each naming the command that generated it: "
+                  + ", ".join(f"[{path.relative_to(results_dir)}]({path.relative_to(results_dir)})" for path in studies) + ".", ""]
     path = results_dir / "README.md"
     path.write_text("\n".join(lines))
     return path
