@@ -1,5 +1,6 @@
 """The README's method example is real: it registers, runs and reaches the leaderboard."""
 
+import json
 import re
 from pathlib import Path
 
@@ -41,3 +42,18 @@ def test_readme_excerpt_matches_the_committed_records():
 def test_every_config_the_readme_names_exists():
     named = set(re.findall(r"configs/[\w.-]+\.yaml", README.read_text()))
     assert named and all((README.parent / path).is_file() for path in named), named
+
+
+def test_readme_speed_numbers_match_the_committed_benchmarks():
+    results = README.parent / "results"
+    perf = json.loads((results / "perf.json").read_text())
+    system = json.loads((results / "perf_system_allocator.json").read_text())
+    section = " ".join(README.read_text().split("## Speed")[1].split("## Test")[0].split())
+    expected = [
+        f"cost {perf['training']['fused']['ratio']:.2f} times 4 ANN steps ({perf['training']['compiled']['ratio']:.2f} compiled)",
+        f"curve to T = 1000 {perf['curve']['fused']['ratio']:.2f} times 1000 ANN forwards",
+        f"({perf['spikingjelly']['ratio']:.2f} there)",
+        f"curve {system['curve']['fused']['ratio']:.2f})",
+    ]
+    for phrase in expected:
+        assert phrase in section, phrase
