@@ -3,9 +3,10 @@
 A simulation allocates and frees tensors of several MiB for every chunk of time steps. glibc's
 malloc serves such blocks with fresh `mmap`s or returns them to the system when the top of the
 heap is freed, and the next allocation then pays a page fault per 4 KiB page: on the 2-core
-development machine that was thousands of faults per simulated step and up to 1.6x the time of
-a step (`python -m bench.speed`, results/perf.md). `keep_freed_memory()` serves every block from
-the heap and never trims it. The price is memory: the resident size stays at its peak, and the
+development machine, thousands of faults per simulated step. `python -m bench.speed` measured the
+curve to T=1000 at 1.26 ANN forwards per step with the system allocator
+(results/perf_system_allocator.md) and 1.16 with this setting and the longer chunks it allows
+(results/perf.md). `keep_freed_memory()` serves every block from the heap and never trims it. The price is memory: the resident size stays at its peak, and the
 heap keeps some holes that aligned blocks leave. For cifar_resnet8 at batch 64 the peak resident
 size went from 652 to 820 MiB over a curve, stayed at about 1.2 GiB for training steps at T=4, and
 went from 1.9 to 2.3 GiB at T=16.
