@@ -1,8 +1,10 @@
 """`python -m bench.speed` end to end on a tiny setting: the table, the JSON and the Markdown."""
 
 import json
+from pathlib import Path
 
 from bench import speed
+from bench.speed_report import render
 
 
 def test_speed_command_writes_ratios_it_measured(tmp_path, capsys):
@@ -26,3 +28,11 @@ def test_speed_command_writes_ratios_it_measured(tmp_path, capsys):
 def test_speed_command_refuses_an_unknown_variant(capsys):
     assert speed.main(["--variants", "warp", "--memory-steps", ""]) == 2
     assert "unknown --variants warp" in capsys.readouterr().err
+
+
+def test_committed_speed_reports_are_their_json_rendered():
+    results = Path(__file__).resolve().parents[1] / "results"
+    reports = sorted(results.glob("perf*.json"))
+    assert reports
+    for path in reports:
+        assert render(json.loads(path.read_text())) == path.with_suffix(".md").read_text(), path.name
