@@ -17,7 +17,7 @@ from bench.config import MethodSpec, RunConfig, load_config
 from bench.errors import OneLineArgumentParser, exit_status
 from bench.progress import Reporter
 from bench.records import read_records, store_path
-from bench.report import latest_rows
+from bench.report import latest_rows, percent_with_spread
 from methods.registry import get_method, list_methods, load_plugins
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--results-dir", help="where records and leaderboards go (default: results)")
     parser.add_argument("--epochs", type=int, help="training epochs for every method (train.epochs)")
+    parser.add_argument("--seeds", help="comma-separated seeds, one full run each; the leaderboard shows mean ± std (seed)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field, e.g. --set eval.time_steps=[1,10,100]")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE so that it can register methods")
     parser.add_argument("--rerun", action="store_true", help="run settings again even when their records exist")
@@ -48,6 +49,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
+    if args.seeds is not None:
+        overrides.append(f"seed=[{args.seeds}]")
     config_path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     config = load_config(config_path, overrides)
     config.plugins = list(config.plugins) + list(args.plugin)
@@ -94,8 +97,8 @@ def print_summary(console: Console, config: RunConfig, leaderboard: Path) -> Non
         if group["status"].iloc[0] != "ok":
             table.add_row(label, "failed", *[""] * (len(grid) - 1))
             continue
-        by_t = dict(zip(group["time_steps"].astype(int), group["top1"]))
-        table.add_row(label, *[f"{100 * by_t[t]:.2f}" if t in by_t else "" for t in grid])
+        by_t = {int(row["time_steps"]): row for _, row in group.iterrows()}
+        table.add_row(label, *[percent_with_spread(by_t[t]) if t in by_t else "" for t in grid])
     console.print(table)
     console.print(f"leaderboard: {leaderboard}")
 

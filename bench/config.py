@@ -111,7 +111,9 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     methods: list[MethodSpec] = field(default_factory=lambda: [MethodSpec("ann")])
-    seed: int = 0
+    # One seed, or several: the suite then runs once per seed and the leaderboard shows the mean
+    # and spread over them. A seed sets initialization, data order, augmentation and subsets.
+    seed: int | list[int] = 0
     device: str = "auto"
     results_dir: str = "results"
     cache_dir: str = ".cache/spikebench"
@@ -121,6 +123,13 @@ class RunConfig:
         labels = [spec.display_name for spec in self.methods]
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         _require(not duplicates, f"methods share the label(s) {', '.join(duplicates)}: give each a distinct `label`")
+        if isinstance(self.seed, list):
+            _require(len(self.seed) > 0 and len(set(self.seed)) == len(self.seed),
+                     f"seed must be an integer or a non-empty list of distinct integers, got {self.seed}")
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.seed) if isinstance(self.seed, list) else [self.seed]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

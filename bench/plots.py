@@ -1,6 +1,7 @@
 """Plots beside each leaderboard, drawn from the same rows as its tables.
 
-- `accuracy_vs_T.png`: top-1 against T (log scale), the ANN as a dashed ceiling;
+- `accuracy_vs_T.png`: top-1 against T (log scale), the ANN as a dashed ceiling, a band of one
+  standard deviation where a row averages several seeds;
 - `accuracy_vs_energy.png`: top-1 against estimated energy per image, one point per T;
 - `firing_rates.png`: spikes per neuron per step for each layer, at the table's chosen T.
 """
@@ -41,6 +42,10 @@ def plot_accuracy(rows: pd.DataFrame, path: Path) -> None:
             axes.axhline(100 * group["top1"].iloc[0], linestyle="--", color=color, label=f"{name}: ceiling")
         else:
             axes.plot(group["time_steps"], 100 * group["top1"], marker="o", markersize=3, color=color, label=name)
+            if "seeds" in group and (group["seeds"] > 1).any():  # the mean over seeds, shaded by one standard deviation
+                spread = 100 * group["top1_std"].fillna(0)
+                axes.fill_between(group["time_steps"], 100 * group["top1"] - spread, 100 * group["top1"] + spread,
+                                  color=color, alpha=0.2, linewidth=0)
     axes.set_xscale("log")
     axes.set_xlabel("time steps T (log scale)")
     axes.set_ylabel("top-1 accuracy (%)")

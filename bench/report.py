@@ -28,13 +28,53 @@ SORT_KEYS = ("method", "top1", "T@90%", "T@95%", "T@99%", "spikes/neuron", "SOPs
 
 
 def latest_rows(records: pd.DataFrame) -> pd.DataFrame:
-    """The records of the newest run of each (label, architecture)."""
+    """One row per (label, architecture, T): the newest run of each seed, averaged over seeds.
+
+    With one seed the rows are that run's records, with `seeds` 1. With several, the columns of
+    SEED_MEANS hold the mean over the seeds that ran, `top1_std` (and `top5_std`) the sample
+    standard deviation, `seeds` how many there were, `seed` which ones, `commit` every commit
+    involved; firing rates are averaged per layer, and the rest of the provenance comes from the
+    newest run. Failed seeds are left out of the mean; a setting whose seeds all failed shows its
+    newest failure.
+    """
     if records.empty:
         return records
-    newest = records.groupby(["label", "architecture"])["run_id"].transform("max")
-    chosen = records[records["run_id"] == newest].copy()
+    records = records.assign(seed=records["seed"].fillna(0).astype(int) if "seed" in records else 0)
+    newest = records.groupby(["label", "architecture", "seed"])["run_id"].transform("max")
+    chosen = records[records["run_id"] == newest]
+    chosen = pd.concat([_mean_over_seeds(group) for _, group in chosen.groupby(["label", "architecture"], sort=False)],
+                       ignore_index=True)
     chosen["family_order"] = chosen["family"].map(FAMILY_ORDER).fillna(9)
     return chosen.sort_values(["architecture", "family_order", "label", "time_steps"], na_position="first")
+
+
+SEED_MEANS = ("top1", "top5", "spikes_per_neuron", "sops_per_sample", "macs_per_sample", "energy_uj", "ann_energy_uj",
+              "train_wall_s", "build_wall_s", "eval_wall_s")
+
+
+def _mean_over_seeds(runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of one setting, one per T (see `latest_rows`)."""
+    ok = runs[runs["status"] == "ok"]
+    if ok["seed"].nunique() <= 1:
+        single = ok if not ok.empty else runs[runs["run_id"] == runs["run_id"].max()]
+        return single.assign(seeds=1, top1_std=float("nan"), top5_std=float("nan"))
+    rows = []
+    for _, at_t in ok.groupby("time_steps", sort=True):
+        row = at_t.loc[at_t["run_id"].idxmax()].copy()
+        for column in SEED_MEANS:
+            if column in at_t and at_t[column].notna().any():
+                row[column] = at_t[column].mean()
+        row["top1_std"] = at_t["top1"].std(ddof=1)
+        row["top5_std"] = at_t["top5"].std(ddof=1) if "top5" in at_t and at_t["top5"].notna().all() else float("nan")
+        row["seeds"] = len(at_t)
+        row["seed"] = ", ".join(str(seed) for seed in sorted(at_t["seed"]))
+        if "commit" in at_t:
+            row["commit"] = ", ".join(sorted(set(at_t["commit"].astype(str))))
+        rates = [r for r in at_t["firing_rates"] if isinstance(r, dict)] if "firing_rates" in at_t else []
+        if len(rates) == len(at_t) and rates:
+            row["firing_rates"] = {layer: sum(r.get(layer, 0.0) for r in rates) / len(rates) for layer in rates[0]}
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _settings(rows: pd.DataFrame):
@@ -63,10 +103,19 @@ def accuracy_table(rows: pd.DataFrame, metric: str = "top1") -> str:
         if first["status"] != "ok":
             row += [f"failed: {first.get('error', '')}"] + [""] * (len(grid) - 1)
         else:
-            by_t = dict(zip(group["time_steps"].astype(int), group[metric]))
-            row += [_percent(by_t.get(t)) for t in grid]
+            by_t = {int(r["time_steps"]): r for _, r in group.iterrows()}
+            row += [percent_with_spread(by_t[t], metric) if t in by_t else "" for t in grid]
         table.append(row)
     return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def percent_with_spread(row, metric: str = "top1") -> str:
+    """A percentage, `mean ± std` when the row averages several seeds."""
+    value = _percent(row.get(metric))
+    spread = row.get(f"{metric}_std")
+    if row.get("seeds", 1) > 1 and spread is not None and not pd.isna(spread) and value:
+        return f"{value} ± {100 * spread:.2f}"
+    return value
 
 
 def ann_accuracy(rows: pd.DataFrame) -> dict[str, float]:
@@ -91,7 +140,7 @@ def efficiency_rows(rows: pd.DataFrame, at: int) -> list[dict]:
         chosen = group[group["time_steps"] == at]
         record = chosen.iloc[0] if not chosen.empty else group.iloc[-1]
         ceiling = ceilings.get(architecture)
-        row = {"method": label, "T": int(record["time_steps"]), "top1": record["top1"]}
+        row = {"method": label, "T": int(record["time_steps"]), "top1": record["top1"], "top1 shown": percent_with_spread(record)}
         for fraction in FRACTIONS_OF_ANN:
             row[f"T@{fraction:.0%}"] = latency_to(group, fraction * ceiling) if ceiling else "no ANN row"
         row["spikes/neuron"] = record.get("spikes_per_neuron")
@@ -112,7 +161,7 @@ def efficiency_table(rows: pd.DataFrame, at: int, sort: str) -> str:
     headers = ["method", "T", "top-1 (%)", "T to 90% of ANN", "T to 95%", "T to 99%", "spikes / neuron", "SOPs (M)",
                "MACs (M)", "energy (µJ)", "energy / ANN", "epochs", "T_train", "train wall (s)"]
     body = [[
-        row["method"], row["T"], _percent(row["top1"]), row["T@90%"], row["T@95%"], row["T@99%"],
+        row["method"], row["T"], row["top1 shown"], row["T@90%"], row["T@95%"], row["T@99%"],
         _number(row["spikes/neuron"], 3), _millions(row["SOPs"]), _millions(row["MACs"]), _number(row["energy"], 2),
         _number(row["energy / ANN"], 3), _integer(row["epochs"]), _integer(row["T_train"]), _number(row["train wall"]),
     ] for row in table]
@@ -186,8 +235,11 @@ def write_leaderboard(dataset_dir: Path, at: int = DEFAULT_AT, sort: str = "meth
         f"# Leaderboard: {dataset}", "",
         "Top-1 accuracy (%) of the readout averaged over the first T time steps; the `ann` row is the trained",
         "ANN, the ceiling. Every measured number here is generated from `records.jsonl` beside this file.", "",
-        accuracy_table(rows), "", f"![accuracy versus T]({ACCURACY_PLOT})", "",
     ]
+    if (rows["seeds"] > 1).any():
+        lines += ["With several seeds a cell is the mean ± the sample standard deviation over them, and every other number",
+                  "is the mean; a seed sets initialization, data order, augmentation and the data subsets.", ""]
+    lines += [accuracy_table(rows), "", f"![accuracy versus T]({ACCURACY_PLOT})", ""]
     if "top5" in rows and rows["top5"].notna().any():
         lines += ["Top-5 accuracy (%):", "", accuracy_table(rows, "top5"), ""]
     lines += [f"## Latency and efficiency at T = {at}", "",
@@ -204,7 +256,9 @@ def write_leaderboard(dataset_dir: Path, at: int = DEFAULT_AT, sort: str = "meth
                   "from `bench/reported.yaml`; for context only.", "", reported, ""]
     lines += ["## How it was produced", "", provenance_table(rows), ""]
     first = rows.iloc[0]
-    lines += [f"Model options: {first.get('model_options', '')}; seed {first.get('seed', '?')}; versions: {_versions(first.get('versions'))}.", "",
+    seed_sets = sorted(set(rows["seed"].astype(str)))
+    seeds = f"seed {seed_sets[0]}" if len(seed_sets) == 1 and "," not in seed_sets[0] else "seeds " + "; ".join(seed_sets)
+    lines += [f"Model options: {first.get('model_options', '')}; {seeds}; versions: {_versions(first.get('versions'))}.", "",
               "Regenerate with `python -m bench.report`.", ""]
     path.write_text("\n".join(lines))
     return path

@@ -1,8 +1,8 @@
 """Run a suite: config -> dataset + architecture -> each method's model -> harness -> records.
 
 `run_suite` validates everything (methods, their options, the dataset, the architecture) before
-any training starts, then for each method setting builds the model, simulates it once over the
-T grid and appends one record per T. A setting whose records are already in the store is
+any training starts, then for each seed and each method setting builds the model, simulates it
+once over the T grid and appends one record per T. A setting whose records are already in the store is
 skipped, so an interrupted suite resumes where it stopped; a method whose training diverges is
 recorded as failed and the suite goes on.
 """
@@ -96,7 +96,7 @@ def make_loader_factory(dataset: DatasetSplits, config: RunConfig):
 
 
 def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False) -> Path:
-    """Run every method of `config`; return the leaderboard path.
+    """Run every method of `config`, once per seed; return the leaderboard path.
 
     Under torchrun the processes train together, evaluate disjoint shards of the test set and
     add up their counts; only the main process shows progress and writes records and reports.
@@ -104,7 +104,21 @@ def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False) -> Path:
     distributed.init_from_environment()
     reporter = reporter if distributed.is_main() else QUIET
     device = distributed.local_device(resolve_device(config.device))
-    planned = plan_methods(config)
+    runs = [dataclasses.replace(config, seed=seed) for seed in config.seeds]
+    plans = [plan_methods(run) for run in runs]  # every method and option is checked before any work
+    for number, (run, planned) in enumerate(zip(runs, plans), start=1):
+        if len(runs) > 1:
+            reporter.log(f"seed {run.seed} ({number} of {len(runs)})")
+        store = _run_seed(run, planned, device, reporter, rerun)
+    if distributed.is_main():
+        write_leaderboard(store.parent)
+        write_index(Path(config.results_dir))
+    distributed.barrier()  # the others return once the reports exist
+    return store.parent / "leaderboard.md"
+
+
+def _run_seed(config: RunConfig, planned: list[PlannedMethod], device: torch.device, reporter, rerun: bool) -> Path:
+    """Every planned method with one seed; return the records file."""
     dataset = load_dataset(
         config.data.name, config.data.root, train_subset=config.data.train_subset, test_subset=config.data.test_subset,
         seed=config.seed, augment=config.data.augment, image_size=config.data.image_size,
@@ -134,11 +148,7 @@ def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False) -> Path:
         base = _base_record(method, context, config, dataset, provenance)
         if distributed.is_main():
             append_records(store, [{**base, **record} for record in records])
-    if distributed.is_main():
-        write_leaderboard(store.parent)
-        write_index(Path(config.results_dir))
-    distributed.barrier()  # the others return once the reports exist
-    return store.parent / "leaderboard.md"
+    return store
 
 
 def _run_method(method: PlannedMethod, context: RunContext, config: RunConfig, loader, reporter) -> list[dict[str, Any]]:

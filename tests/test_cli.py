@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
+from bench.records import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--quiet", "--epochs", "1", "--set", "data.train_subset=64", "--set", "data.test_subset=32",
@@ -82,3 +83,17 @@ def test_corrupt_checkpoint_is_one_line_and_status_2(tmp_path, capsys):
     assert main(args + ["--rerun"]) == 2
     captured = capsys.readouterr()
     assert "cannot be read" in captured.err and "delete it" in captured.err and captured.err.count("\n") == 1
+
+
+def test_several_seeds_run_once_each_and_resume(tmp_path, capsys):
+    argv = tiny_args(tmp_path) + ["--methods", "ann,direct", "--seeds", "0,1"]
+    assert main(argv) == 0
+    records = read_records(tmp_path / "results" / "tiny-imagenette" / "records.jsonl")
+    assert sorted(records.groupby("seed")["label"].unique().map(sorted).items()) == [(0, ["ann", "direct"]), (1, ["ann", "direct"])]
+    leaderboard = (tmp_path / "results" / "tiny-imagenette" / "leaderboard.md").read_text()
+    direct_row = next(line for line in leaderboard.splitlines() if line.startswith("| direct "))
+    assert direct_row.count(" ± ") == 3  # T = 1, 2, 4
+    assert main(argv) == 0  # the same command again: every seed's settings are already there
+    assert len(read_records(tmp_path / "results" / "tiny-imagenette" / "records.jsonl")) == len(records)
+    assert main(tiny_args(tmp_path) + ["--seeds", "0,0"]) == 2
+    assert "seed must be an integer or a non-empty list of distinct integers" in capsys.readouterr().err

@@ -24,8 +24,9 @@ def test_readme_method_example_runs(tmp_path, monkeypatch):
 def test_readme_excerpt_matches_the_committed_records():
     """The README's table is copied from results/: it must say what the records say."""
     from bench.records import read_records
+    from bench.report import latest_rows, percent_with_spread
 
-    records = read_records(README.parent / "results" / "tiny-imagenette" / "records.jsonl")
+    rows = latest_rows(read_records(README.parent / "results" / "tiny-imagenette" / "records.jsonl"))
     section = README.read_text().split("## Results so far")[1].split("##")[0]
     lines = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| method")]
     header = next(line for line in section.splitlines() if line.startswith("| method"))
@@ -33,10 +34,8 @@ def test_readme_excerpt_matches_the_committed_records():
     assert lines
     for line in lines:
         label, *values = [cell.strip() for cell in line.strip("|").split("|")]
-        rows = records[records["label"] == label]
-        newest = rows[rows["run_id"] == rows["run_id"].max()]
-        by_t = dict(zip(newest["time_steps"].astype(int), newest["top1"]))
-        assert [f"{100 * by_t[t]:.2f}" for t in steps] == values, label
+        by_t = {int(row["time_steps"]): row for _, row in rows[rows["label"] == label].iterrows()}
+        assert [percent_with_spread(by_t[t]) for t in steps] == values, label
 
 
 def test_every_config_the_readme_names_exists():

@@ -3,9 +3,10 @@
 import json
 
 import pandas as pd
+import pytest
 
 from bench.records import append_records, read_records
-from bench.report import latency_to, main, rebuild_all, reported_dataset, write_leaderboard
+from bench.report import latency_to, latest_rows, main, rebuild_all, reported_dataset, write_leaderboard
 
 
 def record(label, family, t, top1, run="20260101T000000Z-aaaaaa", **extra):
@@ -103,3 +104,25 @@ def test_reported_dataset_names():
     assert reported_dataset("imagenette-320") == "imagenette"
     assert reported_dataset("cifar100") == "cifar100"
     assert reported_dataset("folder:../shared/data/cifar10-jpeg/") == "cifar10"
+
+
+def test_several_seeds_show_mean_and_sample_spread(tmp_path):
+    folder = tmp_path / "cifar100"
+    write_store(folder)  # seed 0: direct 30.0, 58.0, 59.5
+    later = [record("direct", "direct", t, acc, run=f"2027010{seed}T000000Z-cccccc", seed=seed,
+                    firing_rates={"act1": 0.1 * seed - 0.05, "layer1.act": 0.2})
+             for seed, accuracies in ((1, (0.40, 0.60, 0.60)), (2, (0.50, 0.62, 0.605))) for t, acc in zip((1, 10, 100), accuracies)]
+    later.append({**record("direct", "direct", 1, 0.0, run="20270103T000000Z-dddddd", seed=3), "time_steps": None,
+                  "top1": None, "status": "failed", "error": "loss became nan"})  # a failed seed is left out
+    append_records(folder / "records.jsonl", later)
+    rows = latest_rows(read_records(folder / "records.jsonl"))
+    direct = rows[rows["label"] == "direct"].set_index("time_steps")
+    assert list(direct["seeds"]) == [3, 3, 3] and direct.loc[1, "seed"] == "0, 1, 2"
+    assert abs(direct.loc[1, "top1"] - 0.40) < 1e-12 and abs(direct.loc[1, "top1_std"] - 0.10) < 1e-12  # 30, 40, 50
+    assert abs(direct.loc[1, "sops_per_sample"] - 1e6) < 1e-6  # every other number is the mean too
+    assert direct.loc[1, "firing_rates"] == pytest.approx({"act1": 0.1, "layer1.act": 0.2})  # (0.1 + 0.05 + 0.15) / 3
+    text = write_leaderboard(folder, at=10).read_text()
+    direct_row = next(line for line in text.splitlines() if line.startswith("| direct "))
+    assert "40.00 ± 10.00" in direct_row and "60.00 ± 2.00" in direct_row
+    assert "| ann " in text and "60.00 ±" not in text.split("| ann ")[1].splitlines()[0]  # one seed: no spread
+    assert "mean ± the sample standard deviation" in text and "seeds 0; 0, 1, 2" in text
