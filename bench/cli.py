@@ -90,7 +90,7 @@ def print_summary(console: Console, config: RunConfig, leaderboard: Path) -> Non
     grid = [t for t in config.eval.time_steps if t in SUMMARY_STEPS or t == config.eval.time_steps[-1]]
     console.print(f"top-1 accuracy (%) on {config.data.name}, {config.model.name}")
     table = Table()
-    table.add_column("method")
+    table.add_column("method", no_wrap=True)
     for t in grid:
         table.add_column(f"T={t}", justify="right")
     for label, group in rows.groupby("label", sort=False):

@@ -35,12 +35,17 @@ def store_path(results_dir: str | Path, dataset: str) -> Path:
     return Path(results_dir) / dataset_slug(dataset) / STORE_NAME
 
 
-def git_commit() -> str:
-    """The commit the code ran at, with `+dirty` when the tree had changes."""
-    root = Path(__file__).resolve().parents[1]
+def git_commit(root: Path | None = None) -> str:
+    """The commit the code ran at, with `+dirty` when tracked files outside `results/` had changes.
+
+    Results are outputs: a suite appends records and rewrites leaderboards as it goes, which must
+    not mark the runs after the first one (another seed, another config) as run from changed code.
+    """
+    root = root or Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (commit + ("+dirty" if dirty else "")) if commit else "unknown"

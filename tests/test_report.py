@@ -1,11 +1,12 @@
 """Leaderboards: generated from records alone, byte-identical when rebuilt, measured and reported apart."""
 
 import json
+import subprocess
 
 import pandas as pd
 import pytest
 
-from bench.records import append_records, read_records
+from bench.records import append_records, git_commit, read_records
 from bench.report import latency_to, latest_rows, main, rebuild_all, reported_dataset, write_leaderboard
 
 
@@ -126,3 +127,21 @@ def test_several_seeds_show_mean_and_sample_spread(tmp_path):
     assert "40.00 ± 10.00" in direct_row and "60.00 ± 2.00" in direct_row
     assert "| ann " in text and "60.00 ±" not in text.split("| ann ")[1].splitlines()[0]  # one seed: no spread
     assert "mean ± the sample standard deviation" in text and "seeds 0; 0, 1, 2" in text
+
+
+def test_commit_is_dirty_for_changed_code_but_not_for_changed_results(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "records.jsonl").write_text("{}\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "start")
+    clean = git_commit(tmp_path)
+    assert len(clean) == 12 and "+dirty" not in clean
+    (tmp_path / "results" / "records.jsonl").write_text("{}\n{}\n")  # a run appended records
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == clean + "+dirty"
