@@ -40,6 +40,9 @@ def plot_accuracy(rows: pd.DataFrame, path: Path) -> None:
         color = f"C{index % 10}"
         if group["family"].iloc[0] == "reference":
             axes.axhline(100 * group["top1"].iloc[0], linestyle="--", color=color, label=f"{name}: ceiling")
+            if "seeds" in group and group["seeds"].iloc[0] > 1:
+                spread = 100 * group["top1_std"].iloc[0]
+                axes.axhspan(100 * group["top1"].iloc[0] - spread, 100 * group["top1"].iloc[0] + spread, color=color, alpha=0.1)
         else:
             axes.plot(group["time_steps"], 100 * group["top1"], marker="o", markersize=3, color=color, label=name)
             if "seeds" in group and (group["seeds"] > 1).any():  # the mean over seeds, shaded by one standard deviation
