@@ -2,9 +2,9 @@
 
 `run_suite` validates everything (methods, their options, the dataset, the architecture) before
 any training starts, then for each seed and each method setting builds the model, simulates it
-once over the T grid and appends one record per T. A setting whose records are already in the store is
-skipped, so an interrupted suite resumes where it stopped; a method whose training diverges is
-recorded as failed and the suite goes on.
+once over the T grid and appends one record per T. A setting whose records are already in the
+store is skipped, so an interrupted suite resumes where it stopped; a method whose training
+diverges is recorded as failed and the suite goes on.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ each curve is one run of the harness against the mean of sustained ANN forwards 
 so that load from other processes on a shared machine hurts every contestant alike. On a CPU
 with one thread the clock is the process's CPU time (other processes cannot inflate it);
 otherwise it is wall time. Results go to `results/perf.json`; `results/perf.md` is rendered
-from it (`bench.speed_report`). Memory is measured in a fresh process per point (peak resident size on Linux CPUs,
-`torch.cuda.max_memory_allocated` on GPUs).
+from it (`bench.speed_report`). Memory is measured in a fresh process per point (peak resident
+size on Linux CPUs, `torch.cuda.max_memory_allocated` on GPUs).
 """
 
 from __future__ import annotations
