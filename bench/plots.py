@@ -28,6 +28,16 @@ def _save(figure, path: Path) -> None:
     plt.close(figure)
 
 
+def _save_accuracy_against(figure, axes, x_label: str, path: Path) -> None:
+    """Top-1 on y against a log-scaled x, grid and legend, saved."""
+    axes.set_xscale("log")
+    axes.set_xlabel(x_label)
+    axes.set_ylabel("top-1 accuracy (%)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    _save(figure, path)
+
+
 def _groups(rows: pd.DataFrame):
     ok = rows[rows["status"] == "ok"]
     for (label, architecture), group in ok.groupby(["label", "architecture"], sort=False):
@@ -49,12 +59,7 @@ def plot_accuracy(rows: pd.DataFrame, path: Path) -> None:
                 spread = 100 * group["top1_std"].fillna(0)
                 axes.fill_between(group["time_steps"], 100 * group["top1"] - spread, 100 * group["top1"] + spread,
                                   color=color, alpha=0.2, linewidth=0)
-    axes.set_xscale("log")
-    axes.set_xlabel("time steps T (log scale)")
-    axes.set_ylabel("top-1 accuracy (%)")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
-    _save(figure, path)
+    _save_accuracy_against(figure, axes, "time steps T (log scale)", path)
 
 
 def plot_energy(rows: pd.DataFrame, path: Path) -> bool:
@@ -67,12 +72,7 @@ def plot_energy(rows: pd.DataFrame, path: Path) -> bool:
             axes.scatter(group["energy_uj"].iloc[:1], 100 * group["top1"].iloc[:1], marker="*", s=120, color=color, label=name, zorder=3)
         else:
             axes.plot(group["energy_uj"], 100 * group["top1"], marker="o", markersize=3, color=color, label=f"{name}, T grid")
-    axes.set_xscale("log")
-    axes.set_xlabel("estimated energy per image (µJ, compute only, log scale)")
-    axes.set_ylabel("top-1 accuracy (%)")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
-    _save(figure, path)
+    _save_accuracy_against(figure, axes, "estimated energy per image (µJ, compute only, log scale)", path)
     return True
 
 
