@@ -110,6 +110,16 @@ def train_step(model: SpikingNetwork, images: torch.Tensor, time_steps: int) -> 
     return outputs.detach(), grads
 
 
+def assert_same_training_step(first, second, images, state_tolerance: dict) -> None:
+    """One training step of each: the same outputs, gradients and state (parameters, running statistics)."""
+    first_out, first_grads = train_step(first, images, 3)
+    second_out, second_grads = train_step(second, images, 3)
+    assert_same(first_out, second_out)
+    for name in second_grads:
+        torch.testing.assert_close(first_grads[name], second_grads[name], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(first.state_dict(), second.state_dict(), **state_tolerance)
+
+
 @pytest.mark.parametrize("architecture", ["cifar_resnet8", "cifar_vgg_tiny"])
 def test_time_constant_prefix_matches_full_computation(architecture):
     """Stem on [B] once versus on [T*B]: same outputs, gradients and batch-norm running stats."""
@@ -118,13 +128,8 @@ def test_time_constant_prefix_matches_full_computation(architecture):
     fast = spiking_copy(ann, DirectEncoder())
     full = spiking_copy(ann, DirectEncoder(), constant_prefix=False)
     images = torch.randn(6, 3, 32, 32)
-    fast_out, fast_grads = train_step(fast, images, 3)
-    full_out, full_grads = train_step(full, images, 3)
+    assert_same_training_step(fast, full, images, state_tolerance={"rtol": 1e-5, "atol": 1e-6})
     assert fast.uses_constant_prefix and not full.uses_constant_prefix
-    assert_same(fast_out, full_out)
-    for name in full_grads:
-        torch.testing.assert_close(fast_grads[name], full_grads[name], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(fast.state_dict(), full.state_dict(), rtol=1e-5, atol=1e-6)
     fast.eval(), full.eval()
     with torch.no_grad():
         fast.reset_state(), full.reset_state()
@@ -170,14 +175,9 @@ def test_checkpointing_matches_stored_activations(architecture):
     stored = spiking_copy(ann, DirectEncoder())
     recomputed = spiking_copy(ann, DirectEncoder(), checkpoint=True)
     images = torch.randn(4, 3, 32, 32)
-    stored_out, stored_grads = train_step(stored, images, 3)
-    recomputed_out, recomputed_grads = train_step(recomputed, images, 3)
+    # The state dicts compare the batch-norm running statistics: recomputation must not count a batch twice.
+    assert_same_training_step(recomputed, stored, images, state_tolerance={})
     assert sum("forward" in m.__dict__ for m in recomputed.modules()) >= 1
-    assert_same(recomputed_out, stored_out)
-    for name in stored_grads:
-        torch.testing.assert_close(recomputed_grads[name], stored_grads[name], rtol=1e-4, atol=1e-5)
-    # Recomputation must not count a batch twice in the batch-norm running statistics.
-    torch.testing.assert_close(recomputed.state_dict(), stored.state_dict())
 
 
 def test_half_precision_current_keeps_a_float32_potential():
