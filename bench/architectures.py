@@ -14,19 +14,19 @@ a residual block applies its last ReLU after the addition, and global pooling is
 
 from __future__ import annotations
 
-import fnmatch
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 
 from bench.errors import UserError
+from bench.registry import Registry
 
-__all__ = ["register_architecture", "list_architectures", "build_architecture"]
+__all__ = ["ARCHITECTURES", "register_architecture", "list_architectures", "build_architecture"]
 
 POOLING_CHOICES = ("avg", "max")
 
-_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
+ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry("architecture")
 
 
 # --------------------------------------------------------------------------------------------
@@ -41,11 +41,7 @@ def register_architecture(name: str | Callable | None = None):
     `pooling`, plus any options of its own, and returns an `nn.Module`.
     """
     def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        arch_name = name if isinstance(name, str) else builder.__name__
-        if arch_name in _ARCHITECTURES:
-            raise ValueError(f"architecture {arch_name!r} is already registered")
-        _ARCHITECTURES[arch_name] = builder
-        return builder
+        return ARCHITECTURES.add(name if isinstance(name, str) else builder.__name__, builder)
 
     if callable(name):
         return decorator(name)
@@ -54,7 +50,7 @@ def register_architecture(name: str | Callable | None = None):
 
 def list_architectures(pattern: str = "*") -> list[str]:
     """Registered names matching the fnmatch `pattern` (e.g. "cifar_*"), sorted."""
-    return sorted(fnmatch.filter(_ARCHITECTURES, pattern))
+    return ARCHITECTURES.names(pattern)
 
 
 def build_architecture(name: str, num_classes: int, *, image_size: int = 32, in_channels: int = 3,
@@ -65,15 +61,14 @@ def build_architecture(name: str, num_classes: int, *, image_size: int = 32, in_
     is the conversion-friendly default. Options given as None are dropped so that the builder's
     defaults apply, as a config file may leave a value empty.
     """
-    if name not in _ARCHITECTURES:
-        raise UserError(f"unknown architecture {name!r}; registered: {', '.join(list_architectures())}")
+    builder = ARCHITECTURES.get(name)  # an unknown name is refused with the list of known ones
     options = dict(image_size=image_size, in_channels=in_channels, width=width, pooling=pooling)
     options.update(kwargs)
     options = {key: value for key, value in options.items() if value is not None}
     defaults = dict(image_size=32, in_channels=3, width=1.0, pooling="avg")
     options = {**defaults, **options}
     _check_common_options(num_classes, options)
-    return _ARCHITECTURES[name](num_classes, **options)
+    return builder(num_classes, **options)
 
 
 def _check_common_options(num_classes: int, options: dict) -> None:

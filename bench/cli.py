@@ -13,12 +13,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bench import distributed
+from bench.api import get_method, list_methods, load_plugins
 from bench.config import MethodSpec, RunConfig, load_config
 from bench.errors import OneLineArgumentParser, exit_status
 from bench.progress import Reporter
 from bench.records import read_records, store_path
 from bench.report import latest_rows, percent_with_spread
-from methods.registry import get_method, list_methods, load_plugins
+from bench.runner import run_suite
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 SUMMARY_STEPS = (1, 4, 16, 64, 256, 1000)
@@ -115,12 +117,6 @@ def _run(argv: list[str] | None) -> int:
         print_methods(console)
         return 0
     config = config_from_args(args)
-    from bench import distributed
-    from bench.allocator import keep_freed_memory
-    from bench.runner import run_suite
-
-    keep_freed_memory()
-
     # Under torchrun only the main process shows progress and the summary.
     with Reporter(enabled=not args.quiet and distributed.is_main()) as reporter:
         leaderboard = run_suite(config, reporter, rerun=args.rerun)

@@ -3,7 +3,7 @@
 A config has five sections (`data`, `model`, `train`, `eval`, `methods`) and a few top-level
 fields. Command-line overrides use dotted paths, `--set train.epochs=3`, parsed as YAML values.
 An unknown key or a bad value raises `UserError` before any work starts. Method options are
-checked against the option dataclass each method registers (see `methods.registry`).
+checked against the option dataclass each method registers (see `bench.api`).
 """
 
 from __future__ import annotations
@@ -115,6 +115,9 @@ class RunConfig:
     # and spread over them. A seed sets initialization, data order, augmentation and subsets.
     seed: int | list[int] = 0
     device: str = "auto"
+    # Run the neurons' training steps as `torch.compile` kernels: faster, the same results up to the
+    # order of float operations; like `device`, recorded with the results but not part of a setting.
+    compile_neurons: bool = False
     results_dir: str = "results"
     cache_dir: str = ".cache/spikebench"
     plugins: list[str] = field(default_factory=list)

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bench.allocator import freed_memory_kept
 from bench.distributed import gather_sum
-from bench.efficiency import OperationCounter
+from bench.efficiency import OperationCounter, SpikeRecorder
 from bench.progress import QUIET
 from bench.spiking import SpikingModel
 
@@ -112,14 +111,12 @@ def evaluate(
     """Accuracy and counters at every T in `time_steps` from one simulation of max(time_steps) steps."""
     grid = sorted(set(time_steps))
     model = model.to(device).eval()
-    layers = model.spiking_layers()
     horizon = 1 if model.time_invariant else grid[-1]
-    counter = OperationCounter(model, all_dense=model.time_invariant) if count_operations else None
+    spikes = SpikeRecorder(model)
+    counter = OperationCounter(model, all_dense=model.time_invariant, spikes=spikes) if count_operations else None
     tally: _Tally | None = None
     evaluation = Evaluation(time_steps=grid)
     started = time.perf_counter()
-    for neuron in layers.values():
-        neuron.record = True
     try:
         with reporter.task(description, total=len(loader)) as task:
             for images, labels in loader:
@@ -129,11 +126,10 @@ def evaluate(
                     classes = num_classes or model(images[:1], 1).shape[-1]
                     tally = _Tally(grid, with_top5=classes >= 100)
                     evaluation.chunk_size = chunk_size or choose_chunk_size(model, images, horizon, memory_budget_mb)
-                _simulate_batch(model, layers, counter, images, labels, horizon, evaluation.chunk_size, tally)
+                _simulate_batch(model, spikes, counter, images, labels, horizon, evaluation.chunk_size, tally)
                 task.advance(acc=tally.correct1[grid[-1]] / tally.samples)
     finally:
-        for neuron in layers.values():
-            neuron.record = False
+        spikes.close()
         if counter is not None:
             counter.close()
         model.reset_state()
@@ -142,15 +138,16 @@ def evaluate(
     return tally.result(evaluation) if tally else evaluation
 
 
-def _step_counts(layers, counter: OperationCounter | None) -> dict[str, torch.Tensor]:
+def _step_counts(spikes: SpikeRecorder, counter: OperationCounter | None) -> dict[str, torch.Tensor]:
     """Per-step totals of the last chunk: spikes of each neuron layer, operations of each synaptic layer."""
-    counts = {f"spikes/{name}": neuron.spike_counts for name, neuron in layers.items()}
+    counts = {f"spikes/{name}": per_step for name, per_step in spikes.spike_counts().items()}
     if counter is not None:
         counts.update({f"{count.kind}/{name}": count.per_step for name, count in counter.counts.items()})
     return counts
 
 
-def _simulate_batch(model, layers, counter, images, labels, horizon: int, chunk_size: int, tally: _Tally) -> None:
+def _simulate_batch(model, spikes: SpikeRecorder, counter, images, labels, horizon: int, chunk_size: int,
+                    tally: _Tally) -> None:
     model.reset_state()
     readout = None
     so_far: dict[str, float] = defaultdict(float)
@@ -158,10 +155,10 @@ def _simulate_batch(model, layers, counter, images, labels, horizon: int, chunk_
     while done < horizon:
         steps = min(chunk_size, horizon - done)
         if counter is not None:
-            counter.time_steps, counter.batch_size = steps, len(images)
+            counter.start_call(steps, len(images))
         outputs = model(images, steps).float()
         running = outputs.cumsum(0) if readout is None else readout + outputs.cumsum(0)
-        cumulative = {name: so_far[name] + per_step.double().cumsum(0).cpu() for name, per_step in _step_counts(layers, counter).items()}
+        cumulative = {name: so_far[name] + per_step.double().cumsum(0).cpu() for name, per_step in _step_counts(spikes, counter).items()}
         for t in tally.grid:
             # An ANN runs one step and holds it: every T beyond the horizon reads its last step.
             reached = done < t <= done + steps or (t > horizon and done + steps == horizon)
@@ -173,19 +170,15 @@ def _simulate_batch(model, layers, counter, images, labels, horizon: int, chunk_
         readout = running[-1]
         so_far = defaultdict(float, {name: totals[-1].item() for name, totals in cumulative.items()})
         done += steps
-    for name, neuron in layers.items():
-        tally.neurons[name] = neuron.potential[0].numel()
+    tally.neurons.update(spikes.neurons_per_sample())
     if counter is not None:
         tally.dense_macs = dict(counter.dense_macs_per_sample)
     tally.samples += len(labels)
 
 
-# Largest activation of one chunk on a CPU. With freed memory kept (`bench.allocator`), on
-# cifar_resnet8 at batch 64 (4 MiB per step), the curve to T=100 over as many ANN forwards took
-# about 1.26, 1.20, 1.15, 1.15, 1.15 and 1.18 with chunks of 1, 2, 4, 8, 16 and 32 steps. With the
-# system allocator large blocks page-fault on every allocation, more so the longer the chunk
-# (chunk 8: 2.0), so chunks stay small there.
-CPU_CHUNK_BYTES = {"kept": 32 * 2**20, "system": 8 * 2**20}
+# Largest activation of one chunk on a CPU: past a few MiB per tensor, the chunk's tensors stop
+# fitting the caches and the allocator hands them out as fresh pages, so longer chunks get slower.
+CPU_CHUNK_BYTES = 8 * 2**20
 
 
 def choose_chunk_size(model: SpikingModel, images: torch.Tensor, horizon: int, memory_budget_mb: int) -> int:
@@ -212,8 +205,6 @@ def choose_chunk_size(model: SpikingModel, images: torch.Tensor, horizon: int, m
     per_step = max(4 * largest, 1)
     chunk = memory_budget_mb * 2**20 // per_step
     if images.device.type == "cpu":
-        # Longer chunks pay less Python per step until their tensors outgrow what the allocator
-        # keeps (see CPU_CHUNK_BYTES).
-        cap = CPU_CHUNK_BYTES["kept" if freed_memory_kept() else "system"]
-        chunk = min(chunk, cap // max(largest, 1))
+        # Longer chunks pay less Python per step until their tensors outgrow the caches (CPU_CHUNK_BYTES).
+        chunk = min(chunk, CPU_CHUNK_BYTES // max(largest, 1))
     return int(max(1, min(horizon, chunk)))

@@ -10,22 +10,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import pandas as pd
+from matplotlib.figure import Figure
 
 ACCURACY_PLOT = "accuracy_vs_T.png"
 ENERGY_PLOT = "accuracy_vs_energy.png"
 FIRING_PLOT = "firing_rates.png"
 
 
-def _save(figure, path: Path) -> None:
+def save_figure(figure: Figure, path: Path) -> None:
     figure.tight_layout()
     # No software or date stamp: a plot rebuilt from the same records is the same file.
     figure.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(figure)
+
+
+def new_axes():
+    """A figure of its own and its axes: matplotlib's object interface, no global backend or pyplot state."""
+    figure = Figure(figsize=(7, 4.5))
+    return figure, figure.subplots()
 
 
 def _save_accuracy_against(figure, axes, x_label: str, path: Path) -> None:
@@ -35,7 +37,7 @@ def _save_accuracy_against(figure, axes, x_label: str, path: Path) -> None:
     axes.set_ylabel("top-1 accuracy (%)")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def _groups(rows: pd.DataFrame):
@@ -45,7 +47,7 @@ def _groups(rows: pd.DataFrame):
 
 
 def plot_accuracy(rows: pd.DataFrame, path: Path) -> None:
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = new_axes()
     for index, (name, group) in enumerate(_groups(rows)):
         color = f"C{index % 10}"
         if group["family"].iloc[0] == "reference":
@@ -65,7 +67,7 @@ def plot_accuracy(rows: pd.DataFrame, path: Path) -> None:
 def plot_energy(rows: pd.DataFrame, path: Path) -> bool:
     if "energy_uj" not in rows or rows["energy_uj"].isna().all():
         return False
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = new_axes()
     for index, (name, group) in enumerate(_groups(rows)):
         color = f"C{index % 10}"
         if group["family"].iloc[0] == "reference":
@@ -77,7 +79,7 @@ def plot_energy(rows: pd.DataFrame, path: Path) -> bool:
 
 
 def plot_firing_rates(rows: pd.DataFrame, time_steps: int, path: Path) -> bool:
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = new_axes()
     drawn = False
     for name, group in _groups(rows):
         at_t = group[group["time_steps"] == time_steps]
@@ -87,11 +89,10 @@ def plot_firing_rates(rows: pd.DataFrame, time_steps: int, path: Path) -> bool:
         axes.plot(range(len(rates)), list(rates.values()), marker="o", markersize=3, label=name)
         drawn = True
     if not drawn:
-        plt.close(figure)
         return False
     axes.set_xlabel("spiking layer (input to output)")
     axes.set_ylabel(f"spikes per neuron per step at T={time_steps}")
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8)
-    _save(figure, path)
+    save_figure(figure, path)
     return True

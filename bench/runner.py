@@ -19,7 +19,7 @@ import torch
 from bench import distributed
 from bench.architectures import build_architecture
 from bench.config import RunConfig, hash_of
-from bench.datasets import DatasetSplits, load_dataset
+from bench.data import DatasetSplits, load_dataset
 from bench.efficiency import energy_microjoules
 from bench.errors import UserError
 from bench.harness import Evaluation, evaluate
@@ -27,7 +27,7 @@ from bench.progress import QUIET
 from bench.records import Provenance, append_records, finished_settings, store_path
 from bench.report import write_index, write_leaderboard
 from bench.training import TrainingDiverged
-from methods.registry import MethodEntry, RunContext, get_method, load_plugins
+from bench.api import MethodEntry, RunContext, get_method, load_plugins
 
 
 def resolve_device(name: str) -> torch.device:
@@ -142,7 +142,7 @@ def _run_seed(config: RunConfig, planned: list[PlannedMethod], device: torch.dev
         context = RunContext(
             dataset=dataset, architecture=config.model.name, build_ann=build_ann, options=method.options, train=config.train,
             device=device, cache_dir=Path(config.cache_dir), seed=config.seed, fingerprint=training_fingerprint(config),
-            data_loader=loader, progress=reporter,
+            compile_neurons=config.compile_neurons, data_loader=loader, progress=reporter,
         )
         records = _run_method(method, context, config, loader, reporter)
         base = _base_record(method, context, config, dataset, provenance)
@@ -197,5 +197,6 @@ def _base_record(method: PlannedMethod, context: RunContext, config: RunConfig, 
         "architecture": config.model.name, "model_options": f"width={config.model.width}, pooling={config.model.pooling}",
         "epochs": notes.get("epochs"), "time_steps_train": notes.get("time_steps_train"), "train_wall_s": notes.get("train_wall_s"),
         "notes": {key: value for key, value in notes.items() if key not in ("epochs", "time_steps_train", "train_wall_s")},
+        "compile_neurons": config.compile_neurons,
         **dataclasses.asdict(provenance),
     }

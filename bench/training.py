@@ -21,6 +21,7 @@ from torch import nn
 from bench import distributed
 from bench.config import TrainConfig, hash_of
 from bench.errors import UserError
+from bench.progress import QUIET
 
 
 class TrainingDiverged(RuntimeError):
@@ -63,8 +64,6 @@ def fit(
     divergence_hint: str = "lower the learning rate",
 ) -> TrainingReport:
     """Train `model` for `train.epochs`, resuming from `checkpoint_path` when it holds a run."""
-    from bench.progress import QUIET
-
     reporter = reporter or QUIET
     optimizer = build_optimizer(model.parameters(), train)
     schedule = build_schedule(optimizer, train, train.epochs * len(loader))
@@ -91,7 +90,7 @@ def fit(
 
 def _fastest_memory_format(model: nn.Module) -> torch.memory_format:
     """Channels-last for convolutional networks: faster convolutions with oneDNN on CPUs and with
-    tensor cores on GPUs (`python -m bench.speed`, results/perf.md). Only the memory order changes."""
+    tensor cores on GPUs (`python -m bench.studies.speed`, results/perf.md). Only the memory order changes."""
     has_convolutions = any(isinstance(m, nn.Conv2d) for m in model.modules())
     return torch.channels_last if has_convolutions else torch.contiguous_format
 

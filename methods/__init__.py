@@ -1,17 +1,7 @@
-"""Methods: each file registers one way of getting a spiking network (see `methods.registry`).
+"""The built-in methods, one file each, written against `bench.api` like any plugin.
 
-Built in: `ann` (reference), `direct` (surrogate-gradient training), `conversion` (ANN-to-SNN).
+`ann` (reference), `direct` (surrogate-gradient training), `conversion` (ANN-to-SNN). Importing
+this package registers them; `bench.api` does so on the first method lookup.
 """
 
-from methods.registry import (
-    ENTRY_POINT_GROUP, MethodEntry, NoOptions, RunContext, get_method, list_methods, load_plugins,
-    register_method,
-)
-from methods import ann  # noqa: F401  (registers the built-in methods)
-from methods import direct  # noqa: F401
-from methods import conversion  # noqa: F401
-
-__all__ = [
-    "ENTRY_POINT_GROUP", "MethodEntry", "NoOptions", "RunContext", "get_method", "list_methods",
-    "load_plugins", "register_method",
-]
+from methods import ann, conversion, direct  # noqa: F401  (registers the built-in methods)

@@ -15,7 +15,7 @@ from bench.conversion import convert, convertible_graph
 from bench.errors import UserError
 from bench.spiking import SpikingModel, SpikingNetwork, build_encoder
 from bench.training import trained_ann
-from methods.registry import RunContext, register_method
+from bench.api import RunContext, register_method
 
 
 @dataclass

@@ -9,7 +9,7 @@ readout is the time average of the last layer's outputs `[T, B, K] -> [B, K]`, t
 cross-entropy through `bench.training.fit`.
 
 Surrogate defaults: triangular, width 1, height 1 around threshold 1, from the gradient-flow study
-(`python -m bench.gradients --config configs/gradients.yaml`, report in
+(`python -m bench.studies.gradients --config configs/gradients.yaml`, report in
 results/gradients/tiny-imagenette-cifar_resnet20/). On ResNet-20 (22 weight layers, LIF leak 0.9,
 T = 4, BN on) the ratio of the first layer's weight-gradient norm to the last layer's, which is
 0.55 for the ANN itself, was:
@@ -39,12 +39,12 @@ from bench.config import TrainConfig, hash_of
 from bench.errors import UserError
 from bench.spiking import LIFNeuron, SpikingNetwork, Surrogate, build_encoder, replace_relus
 from bench.training import fit
-from methods.registry import RunContext, register_method
+from bench.api import RunContext, register_method
 
 DIVERGENCE_HINT = (
     "the surrogate gradient is probably too wide or too tall for this depth (gradients explode "
     "through layers and time: go back to the default triangular surrogate, width 1, height 1, and "
-    "check with `python -m bench.gradients`), or the learning rate is too high (lower lr)"
+    "check with `python -m bench.studies.gradients`), or the learning rate is too high (lower lr)"
 )
 
 
@@ -97,17 +97,18 @@ class DirectOptions:
 def make_neuron(options: DirectOptions) -> LIFNeuron:
     leak = options.leak if options.neuron == "lif" else 1.0
     return LIFNeuron(
-        threshold=options.threshold, leak=leak, reset=options.reset,
+        threshold=options.threshold, leak=leak, reset_mode=options.reset,
         surrogate=options.make_surrogate(), detach_reset=options.detach_reset,
     )
 
 
-def spiking_network(ann: nn.Module, options: DirectOptions, seed: int = 0) -> SpikingNetwork:
+def spiking_network(ann: nn.Module, options: DirectOptions, seed: int = 0, compile_neurons: bool = False) -> SpikingNetwork:
     """The ANN with neurons for ReLUs (and, for the ablation, no batch norm)."""
     replace_relus(ann, lambda name: make_neuron(options))
     if not options.batch_norm:
         _remove_batch_norm(ann)
-    return SpikingNetwork(ann, build_encoder(options.encoder, seed), checkpoint=options.recompute_activations)
+    return SpikingNetwork(ann, build_encoder(options.encoder, seed), checkpoint=options.recompute_activations,
+                          compile_neurons=compile_neurons)
 
 
 def _remove_batch_norm(module: nn.Module) -> None:
@@ -133,12 +134,13 @@ def train_config(train: TrainConfig, options: DirectOptions) -> TrainConfig:
     return dataclasses.replace(train, **overrides)
 
 
-@register_method("direct", family="direct", paper="Ledinauskas et al. 2020, arXiv:2006.04436", options=DirectOptions)
+@register_method("direct", family="direct", paper="Ledinauskas et al. 2020, arXiv:2006.04436", options=DirectOptions,
+                 network=spiking_network)
 def build_direct(context: RunContext) -> SpikingNetwork:
     """Surrogate-gradient BPTT over T_train steps, BN on input currents over time and batch."""
     options: DirectOptions = context.options
     torch.manual_seed(context.seed)
-    model = spiking_network(context.build_ann(), options, context.seed).to(context.device)
+    model = spiking_network(context.build_ann(), options, context.seed, context.compile_neurons).to(context.device)
     train = train_config(context.train, options)
     key = hash_of([context.fingerprint, context.train, dataclasses.asdict(options)])
     report = fit(

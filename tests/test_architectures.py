@@ -192,7 +192,7 @@ def test_width_and_in_channels_change_the_net():
 
 
 def test_duplicate_registration_raises():
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(UserError, match="already registered"):
         @register_architecture("cifar_resnet8")
         def another_resnet8(num_classes, **options):
             return nn.Linear(1, num_classes)

@@ -52,7 +52,7 @@ def test_plugin_method_appears_in_the_leaderboard(tmp_path, monkeypatch, capsys)
     (tmp_path / "toy_cli_plugin.py").write_text(textwrap.dedent('''
         from torch import nn
         from bench.spiking import DirectEncoder, IFNeuron, SpikingNetwork, replace_relus
-        from methods import register_method
+        from bench.api import register_method
 
         @register_method("toy_untrained", family="direct", paper="a test")
         def build(context):

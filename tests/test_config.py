@@ -75,7 +75,7 @@ SUITE_CONFIGS = [p for p in sorted((Path(__file__).resolve().parents[1] / "confi
 def test_every_shipped_config_is_valid(path):
     """Paper-scale configs cannot run here, but their keys, values, methods and names must be right."""
     from bench.architectures import list_architectures
-    from bench.datasets import list_datasets
+    from bench.data import list_datasets
     from bench.runner import plan_methods
 
     config = load_config(path)

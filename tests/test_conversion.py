@@ -15,7 +15,7 @@ from bench.conversion import (
 from bench.errors import UserError
 from bench.runner import run_suite
 from bench.spiking import DirectEncoder, SpikingNetwork
-from methods import get_method
+from bench.api import get_method
 
 
 def randomize_batch_norms(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -169,7 +169,7 @@ def test_power_of_two_scales_make_the_normalizations_bitwise_equal_in_float32():
     graph = fold_batch_norm(ann)
     scales = activation_scales(graph, [torch.randn(16, 3, 32, 32)], granularity="channel", max_batches=1)
     scales = {name: 2.0 ** scale.log2().round() for name, scale in scales.items()}
-    balanced, normalized = both_normalizations(graph, scales, reset="zero")
+    balanced, normalized = both_normalizations(graph, scales, reset_mode="zero")
     images = torch.randn(2, 3, 32, 32)
     balanced_spikes, balanced_outputs = record_spikes(balanced, images, 20)
     normalized_spikes, normalized_outputs = record_spikes(normalized, images, 20)

@@ -1,4 +1,4 @@
-"""Tests for the dataset registry (`bench.datasets`) and the shipped tiny-imagenette file.
+"""Tests for the dataset registry (`bench.data`) and the shipped tiny-imagenette file.
 
 Fast tests use tiny files written here; tests on the real data in ../shared/data skip when it is
 absent. Images come back as float tensors [3, H, W].
@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from torchvision import datasets as tv_datasets
 
-from bench.data import TINY_IMAGENETTE_PATH, decode_mosaic, encode_mosaic, read_tiny_imagenette
-from bench.datasets import list_datasets, load_dataset, register_dataset
+from bench.data.tiny_imagenette import TINY_IMAGENETTE_PATH, decode_mosaic, encode_mosaic, read_tiny_imagenette
+from bench.data import list_datasets, load_dataset, register_dataset
 from bench.errors import UserError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -84,8 +84,8 @@ def test_unknown_name_is_a_one_line_user_error_listing_the_names():
         assert name in message
 
 
-def test_duplicate_registration_raises_value_error():
-    with pytest.raises(ValueError, match="tiny-imagenette"):
+def test_duplicate_registration_is_refused():
+    with pytest.raises(UserError, match="tiny-imagenette"):
         register_dataset("tiny-imagenette", description="again")(lambda root: None)
 
 

@@ -13,7 +13,7 @@ from bench.records import read_records, store_path
 from bench.runner import run_suite
 from methods import direct
 from methods.direct import DirectOptions, spiking_network, time_averaged_logits, train_config
-from methods.registry import get_method
+from bench.api import get_method
 
 
 def tiny_network(options: DirectOptions, architecture: str = "cifar_vgg_tiny") -> nn.Module:
@@ -85,7 +85,7 @@ def test_the_configured_surrogate_is_the_backward_of_every_neuron(shape, width, 
 def test_options_switch_neuron_and_batch_norm():
     network = tiny_network(DirectOptions(neuron="if", leak=0.5, batch_norm=False, reset="zero", encoder="poisson"))
     assert not any(isinstance(m, nn.BatchNorm2d) for m in network.modules())
-    assert {(n.leak, n.reset) for n in network.spiking_layers().values()} == {(1.0, "zero")}
+    assert {(n.leak, n.reset_mode) for n in network.spiking_layers().values()} == {(1.0, "zero")}
     assert type(network.encoder).__name__ == "PoissonEncoder"
 
 

@@ -27,7 +27,7 @@ PLUGIN = textwrap.dedent('''
     from bench.spiking import AnalogModel
     from bench.training import trained_ann
     from methods.direct import DirectOptions, build_direct
-    from methods.registry import register_method
+    from bench.api import register_method
 
 
     def leave_hash(name, model):

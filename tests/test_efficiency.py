@@ -7,10 +7,9 @@ import torch
 from torch import nn
 
 from bench.architectures import build_architecture
-from bench.efficiency import OperationCounter, conv_fan_out, energy_microjoules
+from bench.efficiency import OperationCounter, conv_fan_out, energy_microjoules, sum_over_batch
 from bench.harness import evaluate
 from bench.spiking import AnalogModel, DirectEncoder, IFNeuron, LIFNeuron, PoissonEncoder, SpikingNetwork, replace_relus
-from bench.spiking.neurons import sum_over_batch
 
 CPU = torch.device("cpu")
 
@@ -34,7 +33,7 @@ def test_sops_of_a_strided_padded_conv_equal_a_brute_force_count(kernel, stride,
     conv = nn.Conv2d(2, 3, kernel, stride=stride, padding=padding)
     events = (torch.rand(1, 2, size, size) < 0.4).float() * torch.randn(1, 2, size, size).sign()
     counter = OperationCounter(nn.Sequential(conv))
-    counter.time_steps = 1
+    counter.start_call(time_steps=1, batch_size=1)
     conv(events)
     assert counter.counts["0"].kind == "sop"
     assert counter.counts["0"].per_step.item() == brute_force_sops(conv, events)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import gradients
-from bench.gradient_report import DEPTH_PLOT, TIME_PLOT, write_report
-from bench.gradients import SurrogateSetting, _summarize, classify, load_study_config, run_study
+from bench.studies import gradients
+from bench.studies.gradient_report import DEPTH_PLOT, TIME_PLOT, write_report
+from bench.studies.gradients import SurrogateSetting, _summarize, classify, load_study_config, run_study
 
 
 @pytest.mark.parametrize("ratio,finite,flag", [
@@ -89,7 +89,7 @@ def test_mistakes_end_as_one_line_and_status_2(argv, message, tmp_path, capsys):
 
 def test_report_only_without_records_is_a_user_error(tmp_path, capsys):
     assert gradients.main(["--report-only", "--set", f"results_dir={tmp_path}"]) == 2
-    assert "run python -m bench.gradients first" in capsys.readouterr().err
+    assert "run python -m bench.studies.gradients first" in capsys.readouterr().err
 
 
 def test_the_shipped_study_config_sweeps_a_deep_network():

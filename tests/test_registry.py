@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
-import methods.registry as registry
+import bench.api as registry
 from bench.errors import UserError
-from methods import get_method, list_methods, register_method
+from bench.api import get_method, list_methods, register_method
 
 
 def test_builtin_reference_method_and_metadata():
@@ -24,7 +24,7 @@ def test_unknown_method_error_names_the_registered_ones():
 
 
 def test_duplicate_names_and_bad_families_are_refused():
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(UserError, match="already registered"):
         register_method("ann", family="reference")(lambda context: None)
     with pytest.raises(ValueError, match="family"):
         register_method("other", family="magic")
@@ -53,7 +53,7 @@ def test_options_are_validated_against_the_registered_dataclass():
 def test_entry_point_plugins_are_found(tmp_path, monkeypatch):
     """A package outside the repo registers through the `spikebench.methods` entry-point group."""
     (tmp_path / "toy_entry_point_plugin.py").write_text(textwrap.dedent('''
-        from methods import register_method
+        from bench.api import register_method
 
         @register_method("toy_from_entry_point", family="conversion", paper="nobody")
         def build(context):
@@ -64,7 +64,7 @@ def test_entry_point_plugins_are_found(tmp_path, monkeypatch):
     (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-plugin\nVersion: 0.1\n")
     (dist_info / "entry_points.txt").write_text("[spikebench.methods]\ntoy = toy_entry_point_plugin\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(registry.METHODS, "_loaded", False)
     assert "toy_from_entry_point" in list_methods("toy_*")
     assert get_method("toy_from_entry_point").paper == "nobody"
     assert "toy_entry_point_plugin" in sys.modules

@@ -10,25 +10,24 @@ import torch
 from torch import nn
 
 from bench.architectures import build_architecture
+from bench.efficiency import SpikeRecorder
 from bench.harness import evaluate
-from bench.spiking import fused
-from bench.spiking import DirectEncoder, LIFNeuron, PoissonEncoder, SpikingNetwork, Surrogate, list_surrogates, replace_relus
+from bench.spiking import (
+    DirectEncoder, LIFNeuron, PoissonEncoder, SpikingNetwork, Surrogate, TimeLayout, list_surrogates, replace_relus,
+    time_layout,
+)
 
 STEPS, BATCH, CHANNELS = 5, 3, 4
 
 
 def neuron_pair(**options) -> tuple[LIFNeuron, LIFNeuron]:
-    fused = LIFNeuron(fused=True, **options)
-    plain = LIFNeuron(fused=False, **options)
-    for neuron in (fused, plain):
-        neuron.time_steps = STEPS
-    return fused, plain
+    return LIFNeuron(fused=True, **options), LIFNeuron(fused=False, **options)
 
 
-def run(neuron: LIFNeuron, currents: torch.Tensor, upstream: torch.Tensor):
+def run(neuron: LIFNeuron, currents: torch.Tensor, upstream: torch.Tensor, compiled: bool = False):
     """Outputs, d(loss)/d(currents) and d(loss)/d(initial potential) for loss = <outputs, upstream>."""
     currents = currents.clone().requires_grad_(True)
-    outputs = neuron(currents.flatten(0, 1))
+    outputs = neuron.run_sequence(currents, compiled=compiled).flatten(0, 1)
     loss = (outputs * upstream.flatten(0, 1)).sum() + neuron.potential.square().sum()
     loss.backward()
     return outputs.detach(), currents.grad
@@ -43,7 +42,7 @@ def assert_same(fused: torch.Tensor, plain: torch.Tensor) -> None:
 def test_fused_loop_matches_plain_loop(shape, reset, leak, detach_reset):
     torch.manual_seed(0)
     fused, plain = neuron_pair(
-        leak=leak, reset=reset, detach_reset=detach_reset, surrogate=Surrogate(shape, width=1.5, height=0.7),
+        leak=leak, reset_mode=reset, detach_reset=detach_reset, surrogate=Surrogate(shape, width=1.5, height=0.7),
         threshold=torch.tensor([0.6, 0.9, 1.0, 1.3]), initial_potential=0.3,
     )
     currents = torch.randn(STEPS, BATCH, CHANNELS, 2, 2) * 0.8 + 0.3
@@ -68,8 +67,8 @@ def test_fused_state_carried_with_gradients_across_calls(spike_amplitude):
         inputs = currents.clone().requires_grad_(True)
         outputs = []
         for chunk in (inputs[:2], inputs[2:]):
-            neuron.time_steps = len(chunk)
-            outputs.append(neuron(chunk.flatten(0, 1)).unflatten(0, (len(chunk), -1)))
+            with time_layout(TimeLayout(time_steps=len(chunk))):
+                outputs.append(neuron(chunk.flatten(0, 1)).unflatten(0, (len(chunk), -1)))
         (torch.cat(outputs) * upstream).sum().backward()
         results.append((torch.cat(outputs).detach(), inputs.grad))
     assert_same(results[0][0], results[1][0])
@@ -79,19 +78,19 @@ def test_fused_state_carried_with_gradients_across_calls(spike_amplitude):
 def test_fused_without_grad_matches_and_records_spike_counts():
     torch.manual_seed(2)
     currents = torch.rand(STEPS, BATCH, CHANNELS) * 1.5
-    fused, plain = neuron_pair(leak=0.7, reset="zero", threshold=0.9)
-    for neuron in (fused, plain):
-        neuron.record = True
+    fused, plain = neuron_pair(leak=0.7, reset_mode="zero", threshold=0.9)
+    recorders = [SpikeRecorder(neuron) for neuron in (fused, plain)]
     with torch.no_grad():
-        assert torch.equal(fused(currents.flatten(0, 1)), plain(currents.flatten(0, 1)))
-    assert torch.equal(fused.spike_counts, plain.spike_counts)
+        assert torch.equal(fused.run_sequence(currents), plain.run_sequence(currents))
+    fused_counts, plain_counts = (recorder.spike_counts()[""] for recorder in recorders)
+    assert torch.equal(fused_counts, plain_counts)
     assert torch.equal(fused.potential, plain.potential)
 
 
 def test_constant_current_is_expanded_over_time():
     neuron = LIFNeuron(threshold=1.0)
-    neuron.time_steps, neuron.constant_batch = 4, 2
-    out = neuron(torch.tensor([[0.6], [0.3]]))  # [B=2, 1] held for 4 steps
+    with time_layout(TimeLayout(time_steps=4, constant_rows=2)):
+        out = neuron(torch.tensor([[0.6], [0.3]]))  # [B=2, 1] held for 4 steps
     assert out.view(4, 2).tolist() == [[0, 0], [1, 0], [0, 0], [1, 1]]
 
 
@@ -184,11 +183,9 @@ def test_half_precision_current_keeps_a_float32_potential():
     torch.manual_seed(6)
     currents = (torch.rand(STEPS, BATCH, CHANNELS) * 0.6).to(torch.bfloat16)
     half, full = LIFNeuron(leak=0.9, threshold=0.7), LIFNeuron(leak=0.9, threshold=0.7)
-    for neuron in (half, full):
-        neuron.time_steps = STEPS
     low = currents.clone().requires_grad_(True)
     high = currents.float().requires_grad_(True)
-    half_out, full_out = half(low.flatten(0, 1)), full(high.flatten(0, 1))
+    half_out, full_out = half.run_sequence(low), full.run_sequence(high)
     assert half_out.dtype == torch.bfloat16 and half.potential.dtype == torch.float32
     assert torch.equal(half_out.float(), full_out)
     half_out.float().sum().backward()
@@ -221,17 +218,13 @@ def test_harness_numbers_do_not_depend_on_the_prefix():
 def test_compiled_kernels_match_the_plain_loop(reset):
     torch.manual_seed(8)
     threshold = torch.tensor([0.6, 0.9, 1.0, 1.3])
-    fast, plain = neuron_pair(leak=0.8, reset=reset, threshold=threshold, surrogate=Surrogate("fast_sigmoid", 0.8, 1.2))
+    fast, plain = neuron_pair(leak=0.8, reset_mode=reset, threshold=threshold, surrogate=Surrogate("fast_sigmoid", 0.8, 1.2))
     currents = torch.randn(STEPS, BATCH, CHANNELS, 2, 2).contiguous(memory_format=torch.contiguous_format) * 0.8 + 0.3
     upstream = torch.randn(STEPS, BATCH, CHANNELS, 2, 2)
-    fused.compile_kernels(True)
-    try:
-        fast_out, fast_grad = run(fast, currents, upstream)
-        with torch.no_grad():
-            fast.reset_state()
-            fast_no_grad = fast(currents.flatten(0, 1))
-    finally:
-        fused.compile_kernels(False)
+    fast_out, fast_grad = run(fast, currents, upstream, compiled=True)
+    with torch.no_grad():
+        fast.reset_state()
+        fast_no_grad = fast.run_sequence(currents, compiled=True).flatten(0, 1)
     plain_out, plain_grad = run(plain, currents, upstream)
     assert_same(fast_out, plain_out)
     assert_same(fast_no_grad, plain_out)

@@ -14,20 +14,19 @@ from bench.spiking import (
 def run_neuron(neuron: nn.Module, currents: list[float]) -> list[float]:
     """Feed one neuron a current trace; currents is [T] for a single-neuron batch."""
     sequence = torch.tensor(currents).view(len(currents), 1, 1)
-    neuron.time_steps = len(currents)
-    return neuron(sequence.flatten(0, 1)).view(-1).tolist()
+    return neuron.run_sequence(sequence).view(-1).tolist()
 
 
 def test_if_reset_by_subtraction_matches_hand_trace():
     # v: 0.7; 1.4 -> spike, 0.4; 1.1 -> spike, 0.1; 0.8
-    neuron = IFNeuron(threshold=1.0, reset="subtract")
+    neuron = IFNeuron(threshold=1.0, reset_mode="subtract")
     assert run_neuron(neuron, [0.7, 0.7, 0.7, 0.7]) == [0, 1, 1, 0]
     assert neuron.potential.item() == pytest.approx(0.8)
 
 
 def test_if_reset_to_zero_matches_hand_trace():
     # v: 0.7; 1.4 -> spike, 0; 0.7; 1.4 -> spike, 0
-    neuron = IFNeuron(threshold=1.0, reset="zero")
+    neuron = IFNeuron(threshold=1.0, reset_mode="zero")
     assert run_neuron(neuron, [0.7, 0.7, 0.7, 0.7]) == [0, 1, 0, 1]
     assert neuron.potential.item() == 0.0
 
@@ -47,7 +46,6 @@ def test_threshold_and_initial_potential():
 
 def test_per_channel_threshold_and_threshold_amplitude():
     neuron = IFNeuron(threshold=torch.tensor([1.0, 2.0]), spike_amplitude="threshold")
-    neuron.time_steps = 1
     out = neuron(torch.tensor([[1.5, 1.5]]))  # [T*B=1, C=2]
     assert out.tolist() == [[1.0, 0.0]]
     out = neuron(torch.tensor([[0.0, 1.0]]))  # channel 1 reaches 2.5 -> emits its threshold
@@ -65,8 +63,7 @@ def test_state_is_carried_across_calls_until_reset():
 
 def test_state_of_another_batch_shape_is_refused():
     neuron = IFNeuron()
-    neuron.time_steps = 1
-    neuron(torch.zeros(2, 3))
+    neuron(torch.zeros(2, 3))  # outside a network's call: one time step
     with pytest.raises(RuntimeError, match="reset_state"):
         neuron(torch.zeros(4, 3))
 

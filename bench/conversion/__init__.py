@@ -60,5 +60,5 @@ def convert(
     graph = convertible_graph(ann)
     scales = activation_scales(graph, images, statistic=statistic, percentile=percentile, granularity=granularity,
                                max_batches=max_batches, device=device)
-    body = NORMALIZERS[normalization](graph, scales, reset=reset, initial_potential=initial_potential)
+    body = NORMALIZERS[normalization](graph, scales, reset_mode=reset, initial_potential=initial_potential)
     return body, scales

@@ -2,7 +2,7 @@
 
 Draws a fixed, class-balanced sample of Imagenette (train images from its train split, test images
 from its val split), center-crops each to a square, resizes it to 32x32 with PIL's antialiasing
-LANCZOS filter and stores each split as a JPEG mosaic (see `bench.data`). Images are [N, 32, 32, 3]
+LANCZOS filter and stores each split as a JPEG mosaic (see `bench.data.tiny_imagenette`). Images are [N, 32, 32, 3]
 uint8. The output is deterministic: the same source and arguments give the same bytes.
 
     python -m bench.data.make_tiny_imagenette --source ../shared/data/imagenette2-160 \
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.data import TILES_PER_ROW, decode_mosaic, encode_mosaic, save_npz
+from bench.data.tiny_imagenette import TILES_PER_ROW, decode_mosaic, encode_mosaic, save_npz
 
 READABLE_NAMES = {
     "n01440764": "tench",

@@ -3,7 +3,7 @@
 Time-constant prefix. When the input is the same at every step (direct coding), every layer before
 the first neuron computes the same thing T times. The network then runs its body on the images
 `[B, C, H, W]` themselves: the layers before the first neuron run once on `[B, ...]`, and a neuron
-that receives a `[B, ...]` current holds it for all T steps (`LIFNeuron.constant_batch`), so all
+that receives a `[B, ...]` current holds it for all T steps (`TimeLayout.constant_rows`), so all
 layers after it run on `[T*B, ...]` as usual. Batch norm in training takes the same mean and
 biased variance over B samples as over T copies of them; only the unbiased variance it adds to
 `running_var` depends on the count, and `running_var_over_time` corrects it to the T-fold count.
@@ -21,13 +21,15 @@ count its batch again in batch-norm running statistics.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
-from bench.spiking.neurons import LIFNeuron
+from bench.spiking.layout import current_layout, time_layout
+from bench.spiking.neurons import SpikingNeuron, Stateful
 
 PROBE_SAMPLES, PROBE_STEPS = 2, 2
 
@@ -52,8 +54,8 @@ class PrefixCheck:
 def _probe(network, images: torch.Tensor) -> tuple[bool, list[_BatchNorm]]:
     sample = images[:PROBE_SAMPLES].detach()
     sample = sample.expand(PROBE_SAMPLES, *sample.shape[1:]) if len(sample) < PROBE_SAMPLES else sample
-    neurons = network.spiking_layers().values()
-    saved_states = [(n.potential, n.spike_map, n.time_steps, n.constant_batch, n.record) for n in neurons]
+    stateful = [m for m in network.modules() if isinstance(m, Stateful)]
+    saved_states = [m.state_snapshot() for m in stateful]
     saved_modes = [(module, module.training) for module in network.modules()]
     norms = [m for m in network.body.modules() if isinstance(m, _BatchNorm)]
     on_prefix: list[_BatchNorm] = []
@@ -65,9 +67,9 @@ def _probe(network, images: torch.Tensor) -> tuple[bool, list[_BatchNorm]]:
     stack = contextlib.ExitStack()
 
     def run(constant_prefix: bool) -> torch.Tensor:
-        for neuron in neurons:
-            neuron.potential, neuron.record = None, False
-        return network.run_body(sample, PROBE_STEPS, constant_prefix=constant_prefix)
+        for module in stateful:
+            module.reset_state()
+        return network.run_body(sample, PROBE_STEPS, constant_prefix=constant_prefix, observed=False)
 
     try:
         network.eval()
@@ -86,8 +88,8 @@ def _probe(network, images: torch.Tensor) -> tuple[bool, list[_BatchNorm]]:
         stack.close()
         for module, training in saved_modes:
             module.training = training
-        for neuron, state in zip(neurons, saved_states):
-            neuron.potential, neuron.spike_map, neuron.time_steps, neuron.constant_batch, neuron.record = state
+        for module, state in zip(stateful, saved_states):
+            module.restore_state(state)
     return usable, on_prefix if usable else []
 
 
@@ -160,7 +162,7 @@ def _blocks(module: nn.Module) -> list[tuple[nn.Module, bool]]:
     """(module, segmented): Sequentials that hold neurons are split at them; other modules are whole blocks."""
     found = []
     for child in module.children():
-        if isinstance(child, LIFNeuron) or not any(isinstance(m, LIFNeuron) for m in child.modules()):
+        if isinstance(child, SpikingNeuron) or not any(isinstance(m, SpikingNeuron) for m in child.modules()):
             continue
         if _holds_neurons(child):
             found.append((child, True))
@@ -172,7 +174,7 @@ def _blocks(module: nn.Module) -> list[tuple[nn.Module, bool]]:
 
 
 def _holds_neurons(module: nn.Module) -> bool:
-    return isinstance(module, nn.Sequential) and any(isinstance(child, LIFNeuron) for child in module.children())
+    return isinstance(module, nn.Sequential) and any(isinstance(child, SpikingNeuron) for child in module.children())
 
 
 class _CheckpointedForward:
@@ -199,7 +201,7 @@ class _CheckpointedSequential:
         segments, current = [], []
         for layer in self.module:
             current.append(layer)
-            if isinstance(layer, LIFNeuron):
+            if isinstance(layer, SpikingNeuron):
                 segments.append(current)
                 current = []
         if current:
@@ -220,25 +222,32 @@ def _run_layers(layers: list[nn.Module], inputs):
 
 
 def _recompute_contexts(modules: list[nn.Module]):
-    """(forward context, recompute context) for `torch.utils.checkpoint`, taken when the forward starts."""
+    """(forward context, recompute context) for `torch.utils.checkpoint`, taken when the forward starts.
+
+    The recomputation runs in the backward pass, outside the forward's call: it gets back the
+    forward's `TimeLayout` (hidden from spike hooks) and the states the block started from.
+    """
     inside = [m for module in modules for m in module.modules()]
-    neurons = [m for m in inside if isinstance(m, LIFNeuron)]
+    stateful = [m for m in inside if isinstance(m, Stateful)]
     norms = [m for m in inside if isinstance(m, _BatchNorm) and m.training and m.track_running_stats]
-    at_start = [(n.potential, n.time_steps, n.constant_batch) for n in neurons]
+    at_start = [m.state_snapshot() for m in stateful]
+    layout = dataclasses.replace(current_layout(), observed=False)
 
     @contextlib.contextmanager
     def recompute():
-        at_end = [(n.potential, n.time_steps, n.constant_batch, n.spike_map) for n in neurons]
-        statistics = [(m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in norms]
-        for neuron, (potential, steps, constant) in zip(neurons, at_start):
-            neuron.potential, neuron.time_steps, neuron.constant_batch = potential, steps, constant
+        at_end = [m.state_snapshot() for m in stateful]
+        statistics = [(m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+                      for m in norms]
+        for module, state in zip(stateful, at_start):
+            module.restore_state(state)
         for norm in norms:
             norm.momentum = 0.0  # running = 1 * running + 0 * batch: the batch is counted once, in the forward
         try:
-            yield
+            with time_layout(layout):
+                yield
         finally:
-            for neuron, state in zip(neurons, at_end):
-                neuron.potential, neuron.time_steps, neuron.constant_batch, neuron.spike_map = state
+            for module, state in zip(stateful, at_end):
+                module.restore_state(state)
             for norm, momentum, tracked in statistics:
                 norm.momentum = momentum
                 if tracked is not None:

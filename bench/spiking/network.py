@@ -1,9 +1,9 @@
 """The spiking model the harness simulates, and the surgery that makes one from an ANN.
 
-The contract between a method and the harness (`SpikingModel`):
+The contract between a method and the harness (`SpikingModel`, see also `bench.spiking`):
 
     model(images [B, C, H, W], time_steps) -> outputs [time_steps, B, K]
-    model.reset_state()          clears every neuron's membrane potential
+    model.reset_state()          clears the state of every stateful module (every neuron)
     model.spiking_layers()       {name: neuron} of the layers whose firing the harness counts
     model.time_invariant         True when every step's output is the same (an ANN)
 
@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from bench.spiking.acceleration import PrefixCheck, checkpoint_blocks, running_var_over_time
-from bench.spiking.neurons import LIFNeuron
+from bench.spiking.layout import TimeLayout, time_layout
+from bench.spiking.neurons import SpikingNeuron, Stateful
 
 
 class SpikingModel(nn.Module):
@@ -33,11 +34,11 @@ class SpikingModel(nn.Module):
 
     def reset_state(self) -> None:
         for module in self.modules():
-            if module is not self and hasattr(module, "reset_state"):
+            if isinstance(module, Stateful):
                 module.reset_state()
 
-    def spiking_layers(self) -> dict[str, LIFNeuron]:
-        return {name: module for name, module in self.named_modules() if isinstance(module, LIFNeuron)}
+    def spiking_layers(self) -> dict[str, SpikingNeuron]:
+        return {name: module for name, module in self.named_modules() if isinstance(module, SpikingNeuron)}
 
 
 class SpikingNetwork(SpikingModel):
@@ -46,21 +47,23 @@ class SpikingNetwork(SpikingModel):
     The body runs on the flattened `[T*B, ...]` batch, so every stateless layer sees time and
     batch together (batch norm therefore takes its statistics over both).
 
-    Two options change the cost, never the result (`bench.spiking.acceleration`):
+    Three options change the cost, never the result (`bench.spiking.acceleration`):
     `constant_prefix` runs the layers before the first neuron once on `[B, ...]` when the encoder
     is constant in time (checked once per body structure, refused where it would differ);
     `checkpoint` recomputes each block's activations in the backward instead of storing them,
-    for training at long T.
+    for training at long T; `compile_neurons` runs the neurons' training steps as
+    `torch.compile` kernels (`bench.spiking.fused`).
     """
 
-    def __init__(self, body: nn.Module, encoder: nn.Module, *, constant_prefix: bool = True, checkpoint: bool = False) -> None:
+    def __init__(self, body: nn.Module, encoder: nn.Module, *, constant_prefix: bool = True, checkpoint: bool = False,
+                 compile_neurons: bool = False) -> None:
         super().__init__()
         self.body = body
         self.encoder = encoder
-        self._neurons = [m for m in body.modules() if isinstance(m, LIFNeuron)]
-        if not self._neurons:
+        if not any(isinstance(m, SpikingNeuron) for m in body.modules()):
             raise ValueError("the body has no spiking neurons: replace its ReLUs first")
         self.constant_prefix = constant_prefix
+        self.compile_neurons = compile_neurons
         self.uses_constant_prefix = False  # whether the last forward used it
         self._prefix_check = PrefixCheck()
         self.checkpoint = checkpoint
@@ -86,14 +89,14 @@ class SpikingNetwork(SpikingModel):
             outputs = self.run_body(images, time_steps, constant_prefix=self.uses_constant_prefix)
         return outputs.unflatten(0, (time_steps, -1))
 
-    def run_body(self, images: torch.Tensor, time_steps: int, constant_prefix: bool) -> torch.Tensor:
-        """Body outputs `[T*B, ...]`; with `constant_prefix` the body starts from the images `[B, ...]`."""
-        for neuron in self._neurons:
-            neuron.time_steps = time_steps
-            neuron.constant_batch = len(images) if constant_prefix else None
-        if constant_prefix:
-            return self.body(images)
-        return self.body(self.encoder(images, time_steps).flatten(0, 1))
+    def run_body(self, images: torch.Tensor, time_steps: int, constant_prefix: bool, observed: bool = True) -> torch.Tensor:
+        """Body outputs `[T*B, ...]`; with `constant_prefix` the body starts from the images `[B, ...]`.
+        `observed=False` hides the call from spike hooks (an internal re-run)."""
+        layout = TimeLayout(time_steps, len(images) if constant_prefix else None, self.compile_neurons, observed)
+        with time_layout(layout):
+            if constant_prefix:
+                return self.body(images)
+            return self.body(self.encoder(images, time_steps).flatten(0, 1))
 
 
 class AnalogModel(SpikingModel):

@@ -1,164 +1,204 @@
-"""Integrate-and-fire (IF) and leaky integrate-and-fire (LIF) neurons over time.
+"""Neuron layers: `SpikingNeuron`, the base every neuron extends, and the LIF/IF neurons.
 
-Convention, once for the whole package: sequences are time-major, `[T, B, ...]`. Stateless layers
-(convolutions, batch norm, pooling, additions) run on the flattened batch `[T*B, ...]`; a neuron
-receives that flattened input current, views it as `[T, B, ...]`, and is the only module that
-loops over time. Its `time_steps` is set by the `SpikingNetwork` that owns it before each call.
+The contract (shapes, state, who resets it, hooks) is written once in `bench.spiking`. In short:
+a neuron maps currents `[T, B, ...]` to spikes `[T, B, ...]` (`run_sequence`), or, inside a
+body, flattened `[T*B, ...]` to `[T*B, ...]` (`forward`, reading T from the call's
+`TimeLayout`); its state is the attributes named in `state_names`, carried from call to call
+and cleared by `reset_state()`.
 
-Dynamics per step t, with leak factor `leak` in (0, 1] (leak = 1 is IF):
+LIF dynamics per step t, with leak factor `leak` in (0, 1] (leak = 1 is IF):
 
     v[t] = leak * v[t-1] + I[t]
     s[t] = H(v[t] - threshold)                  (surrogate gradient backward)
-    v[t] = v[t] - s[t] * threshold              reset="subtract"
-    v[t] = v[t] * (1 - s[t])                    reset="zero"
+    v[t] = v[t] - s[t] * threshold              reset_mode="subtract"
+    v[t] = v[t] * (1 - s[t])                    reset_mode="zero"
 
-The membrane potential starts at `initial_potential * threshold` and is carried across calls
-until `reset_state()`; the harness and the trainers reset it before every batch. `threshold`
-is a scalar or one value per channel (dimension 1 of `[B, C, ...]`). The output is the spike
-times `spike_amplitude`: 1 (binary spikes) or the threshold itself ("threshold"), which lets a
+The membrane potential starts at `initial_potential * threshold`. `threshold` is a scalar or one
+value per channel (dimension 1 of `[B, C, ...]`). The output is the spikes times
+`spike_amplitude`: 1 (binary spikes) or the threshold itself ("threshold"), which lets a
 threshold-balanced network feed the next layer the same signal as a weight-normalized one.
 
-The time loop runs fused (`bench.spiking.fused`: one autograd node for the whole sequence, the
-same outputs and gradients); `fused=False` keeps the plain loop, one autograd graph per step.
-Carried state keeps its gradient in both. A threshold that requires grad uses the plain loop.
+`LIFNeuron` runs its time loop fused (`bench.spiking.fused`: one autograd node for the whole
+sequence, the same outputs and gradients); `fused=False` keeps the plain loop over `step`, one
+autograd graph per step. A threshold that requires grad, or a subclass that overrides `step`
+or `fresh_potential`, uses the plain loop.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
-from bench.spiking.fused import Dynamics, is_dense, simulate
+from bench.spiking.fused import Dynamics, simulate
+from bench.spiking.layout import current_layout
 from bench.spiking.surrogates import Surrogate, spike
 
 ResetMode = Literal["subtract", "zero"]
+SpikeHook = Callable[["SpikingNeuron", torch.Tensor], None]
 
 
-class LIFNeuron(nn.Module):
-    """Leaky integrate-and-fire neuron layer on flattened `[T*B, ...]` currents."""
+class Stateful:
+    """A module whose state lives between calls in the attributes named by `state_names`.
+
+    `reset_state()` sets each to None (a fresh state, built on the next call);
+    `SpikingModel.reset_state()` calls it on every stateful module it contains.
+    """
+
+    state_names: tuple[str, ...] = ()
+
+    def reset_state(self) -> None:
+        for name in self.state_names:
+            setattr(self, name, None)
+
+    def state_snapshot(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.state_names}
+
+    def restore_state(self, snapshot: dict[str, Any]) -> None:
+        for name in self.state_names:
+            setattr(self, name, snapshot[name])
+
+
+class SpikingNeuron(Stateful, nn.Module):
+    """Base of every neuron layer: subclasses define one time `step` (and may change
+    `fresh_potential`, or the whole loop in `integrate`)."""
+
+    state_names = ("potential",)
+
+    def __init__(self, threshold: float | torch.Tensor = 1.0, initial_potential: float = 0.0,
+                 spike_amplitude: Literal["one", "threshold"] = "one") -> None:
+        super().__init__()
+        if spike_amplitude not in ("one", "threshold"):
+            raise ValueError(f"spike_amplitude must be 'one' or 'threshold', got {spike_amplitude!r}")
+        self.register_buffer("threshold", torch.as_tensor(threshold, dtype=torch.float32).clone())
+        self.initial_potential = initial_potential
+        self.spike_amplitude = spike_amplitude
+        self._spike_hooks: OrderedDict[int, SpikeHook] = OrderedDict()
+        self.potential: torch.Tensor | None = None
+
+    # --- what a subclass defines ----------------------------------------------------------------
+
+    def step(self, current: torch.Tensor, potential: torch.Tensor, threshold: torch.Tensor):
+        """One time step on `[B, ...]`: (binary spikes, next potential)."""
+        raise NotImplementedError(f"{type(self).__name__} must define step()")
+
+    def fresh_potential(self, like: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+        """The potential `[B, ...]` a reset neuron starts from: `initial_potential * threshold`."""
+        return torch.zeros_like(like) + self.initial_potential * threshold
+
+    def integrate(self, current: torch.Tensor, threshold: torch.Tensor, compiled: bool = False) -> torch.Tensor:
+        """Binary spikes `[T, B, ...]` for currents `[T, B, ...]`, from and into `self.potential`."""
+        potential = self.carried_potential(current[0], threshold)
+        spikes = []
+        for step_current in current:
+            step_spikes, potential = self.step(step_current, potential, threshold)
+            spikes.append(step_spikes)
+        self.potential = potential
+        return torch.stack(spikes)
+
+    # --- the contract every neuron shares -------------------------------------------------------
+
+    def forward(self, current: torch.Tensor) -> torch.Tensor:
+        """Flattened currents `[T*B, ...]` (T from the call's `TimeLayout`) -> outputs `[T*B, ...]`."""
+        layout = current_layout()
+        outputs = self.run_sequence(layout.time_major(current), compiled=layout.compiled, observed=layout.observed)
+        return outputs.flatten(0, 1)
+
+    def run_sequence(self, current: torch.Tensor, *, compiled: bool = False, observed: bool = True) -> torch.Tensor:
+        """Currents `[T, B, ...]` -> spikes times the amplitude `[T, B, ...]`; the state carries on."""
+        threshold = self.broadcast_threshold(current[0])
+        spikes = self.integrate(current, threshold, compiled)
+        if observed:
+            for hook in tuple(self._spike_hooks.values()):
+                hook(self, spikes.detach())
+        if self.spike_amplitude == "threshold":
+            spikes = spikes * threshold if spikes.requires_grad else spikes.mul_(threshold)
+        return spikes
+
+    def register_spike_hook(self, hook: SpikeHook) -> RemovableHandle:
+        """Call `hook(neuron, spikes)` after every observed call, spikes binary `[T, B, ...]`
+        (detached; read them, do not keep or modify them). `handle.remove()` stops it."""
+        handle = RemovableHandle(self._spike_hooks)
+        self._spike_hooks[handle.id] = hook
+        return handle
+
+    def broadcast_threshold(self, step_current: torch.Tensor) -> torch.Tensor:
+        """The threshold shaped to broadcast against one step `[B, C, ...]`."""
+        threshold = self.threshold.to(step_current.dtype)
+        if threshold.ndim == 0:
+            return threshold
+        return threshold.view(-1, *([1] * (step_current.ndim - 2)))
+
+    def carried_potential(self, like: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+        """The potential carried from the last call, or a fresh one after `reset_state()`."""
+        if self.potential is None:
+            return self.fresh_potential(like, threshold)
+        if self.potential.shape != like.shape:
+            raise RuntimeError(
+                f"neuron state has shape {tuple(self.potential.shape)} but the input step has "
+                f"{tuple(like.shape)}: call reset_state() between batches"
+            )
+        return self.potential
+
+    def emits_events(self) -> bool:
+        """Whether every spike is a nonzero output (a threshold amplitude of 0 would hide one)."""
+        return self.spike_amplitude == "one" or bool(self.threshold.ne(0).all())
+
+
+class LIFNeuron(SpikingNeuron):
+    """Leaky integrate-and-fire neuron (the module docstring's dynamics)."""
 
     def __init__(
         self,
         threshold: float | torch.Tensor = 1.0,
         leak: float = 1.0,
-        reset: ResetMode = "subtract",
+        reset_mode: ResetMode = "subtract",
         initial_potential: float = 0.0,
         surrogate: Surrogate | None = None,
         detach_reset: bool = False,
         spike_amplitude: Literal["one", "threshold"] = "one",
         fused: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(threshold, initial_potential, spike_amplitude)
         if not 0 < leak <= 1:
             raise ValueError(f"leak must be in (0, 1], got {leak}")
-        if reset not in ("subtract", "zero"):
-            raise ValueError(f"reset must be 'subtract' or 'zero', got {reset!r}")
-        self.register_buffer("threshold", torch.as_tensor(threshold, dtype=torch.float32).clone())
+        if reset_mode not in ("subtract", "zero"):
+            raise ValueError(f"reset_mode must be 'subtract' or 'zero', got {reset_mode!r}")
         self.leak = leak
-        self.reset = reset
-        self.initial_potential = initial_potential
+        self.reset_mode = reset_mode
         self.surrogate = surrogate or Surrogate()
         self.detach_reset = detach_reset
-        self.spike_amplitude = spike_amplitude
-        self.time_steps = 1
-        # The fused loop of `bench.spiking.fused` (same outputs and gradients); False runs the
-        # plain loop below, one autograd graph per step, kept as the reference.
         self.fused = fused
-        # Set by a `SpikingNetwork` whose input is constant in time: an input of this many rows
-        # is one current `[B, ...]` held for all `time_steps`, computed once instead of T times.
-        self.constant_batch: int | None = None
-        self.potential: torch.Tensor | None = None
-        # Spikes of every neuron per step of the last call, summed over the batch, `[T, ...]`
-        # (float32); kept only while `record` is on, so that training pays nothing for it.
-        self.record = False
-        self.spike_map: torch.Tensor | None = None
 
     def extra_repr(self) -> str:
         threshold = self.threshold.item() if self.threshold.numel() == 1 else f"[{self.threshold.numel()} channels]"
-        return (
-            f"threshold={threshold}, leak={self.leak}, reset={self.reset}, "
-            f"initial_potential={self.initial_potential}, surrogate={self.surrogate}"
-        )
+        return (f"threshold={threshold}, leak={self.leak}, reset_mode={self.reset_mode}, "
+                f"initial_potential={self.initial_potential}, surrogate={self.surrogate}")
 
-    @property
-    def spike_counts(self) -> torch.Tensor | None:
-        """Spikes per step of the last call, summed over batch and neurons, `[T]`."""
-        return None if self.spike_map is None else self.spike_map.flatten(1).sum(1)
+    def step(self, current: torch.Tensor, potential: torch.Tensor, threshold: torch.Tensor):
+        potential = self.leak * potential + current
+        spikes = spike(potential - threshold, self.surrogate)
+        reset_spikes = spikes.detach() if self.detach_reset else spikes
+        if self.reset_mode == "subtract":
+            return spikes, potential - reset_spikes * threshold
+        return spikes, potential * (1 - reset_spikes)
 
-    def reset_state(self) -> None:
-        self.potential = None
-        self.spike_map = None
+    def integrate(self, current: torch.Tensor, threshold: torch.Tensor, compiled: bool = False) -> torch.Tensor:
+        if not self._fusable():
+            return super().integrate(current, threshold, compiled)
+        dynamics = Dynamics(self.leak, self.reset_mode, self.detach_reset, self.surrogate, self.initial_potential)
+        carried = None if self.potential is None else self.carried_potential(current[0], threshold)
+        spikes, self.potential = simulate(current, carried, threshold, dynamics, compiled=compiled)
+        return spikes
 
-    def _broadcast_threshold(self, step_current: torch.Tensor) -> torch.Tensor:
-        if self.threshold.ndim == 0:
-            return self.threshold.to(step_current.dtype)
-        trailing = step_current.ndim - 2
-        return self.threshold.to(step_current.dtype).view(-1, *([1] * trailing))
-
-    def _initial_potential(self, step_current: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-        if self.potential is None:
-            return torch.zeros_like(step_current) + self.initial_potential * threshold
-        if self.potential.shape != step_current.shape:
-            raise RuntimeError(
-                f"neuron state has shape {tuple(self.potential.shape)} but the input step has "
-                f"{tuple(step_current.shape)}: call reset_state() between batches"
-            )
-        return self.potential
-
-    def forward(self, current: torch.Tensor) -> torch.Tensor:
-        current = self._time_major(current)
-        threshold = self._broadcast_threshold(current[0])
-        if self.fused and not self.threshold.requires_grad:
-            dynamics = Dynamics(self.leak, self.reset, self.detach_reset, self.surrogate, self.initial_potential)
-            carried = None if self.potential is None else self._initial_potential(current[0], threshold)
-            spikes, potential = simulate(current, carried, threshold, dynamics)
-        else:
-            potential = self._initial_potential(current[0], threshold)
-            spikes, potential = self._plain_loop(current, potential, threshold)
-        self.potential = potential
-        if self.record:
-            self.spike_map = sum_over_batch(spikes.detach())
-        if self.spike_amplitude == "threshold":
-            spikes = spikes * threshold if spikes.requires_grad else spikes.mul_(threshold)
-        return spikes.flatten(0, 1)
-
-    def _time_major(self, current: torch.Tensor) -> torch.Tensor:
-        """`[T*B, ...]` -> `[T, B, ...]`; a constant `[B, ...]` current becomes an expanded view."""
-        if self.constant_batch is not None and self.time_steps > 1 and current.shape[0] == self.constant_batch:
-            return current.unsqueeze(0).expand(self.time_steps, *current.shape)
-        return current.unflatten(0, (self.time_steps, -1))
-
-    def _plain_loop(self, current: torch.Tensor, potential: torch.Tensor, threshold: torch.Tensor):
-        spikes = []
-        for step_current in current:
-            potential = self.leak * potential + step_current
-            step_spikes = spike(potential - threshold, self.surrogate)
-            reset_spikes = step_spikes.detach() if self.detach_reset else step_spikes
-            if self.reset == "subtract":
-                potential = potential - reset_spikes * threshold
-            else:
-                potential = potential * (1 - reset_spikes)
-            spikes.append(step_spikes)
-        return torch.stack(spikes), potential
-
-
-def sum_over_batch(sequence: torch.Tensor) -> torch.Tensor:
-    """`[T, B, ...]` -> `[T, ...]` in float32, summed over the batch; exact for spikes (sums < 2^24).
-
-    On a CPU the sum is a matrix-vector product over each step's `[B, per_sample]` block: it
-    reads the spikes once at memory speed, about twice as fast as `sum(1)` over a channels-last
-    layout. The result keeps the layout of one sample.
-    """
-    steps, batch = sequence.shape[:2]
-    per_sample = sequence[0, 0].numel()
-    one_block = sequence.stride(1) == per_sample and sequence.stride(0) == batch * per_sample
-    if sequence.device.type != "cpu" or sequence.dtype != torch.float32 or not one_block or not is_dense(sequence[0, 0]):
-        return sequence.sum(1, dtype=torch.float32)
-    blocks = sequence.as_strided((steps, batch, per_sample), (batch * per_sample, per_sample, 1))
-    summed = torch.matmul(blocks.new_ones(batch), blocks)  # [T, per_sample]
-    return summed.as_strided((steps, *sequence.shape[2:]), (per_sample, *sequence.stride()[2:]))
+    def _fusable(self) -> bool:
+        """The fused loop computes exactly this class's `step` from this class's fresh potential."""
+        own_dynamics = type(self).step is LIFNeuron.step and type(self).fresh_potential is SpikingNeuron.fresh_potential
+        return self.fused and own_dynamics and not self.threshold.requires_grad
 
 
 class IFNeuron(LIFNeuron):

@@ -14,32 +14,25 @@ A surrogate knows nothing of neurons; any neuron takes any surrogate. Shapes: an
 
 from __future__ import annotations
 
-import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
 from bench.errors import UserError
+from bench.registry import Registry
 
 SurrogateShape = Callable[[torch.Tensor, float, float], torch.Tensor]
-_SHAPES: dict[str, SurrogateShape] = {}
+SURROGATES: Registry[SurrogateShape] = Registry("surrogate shape")
 
 
 def register_surrogate(name: str) -> Callable[[SurrogateShape], SurrogateShape]:
-    """Register g(x, width, height) under `name`; a duplicate name is a bug."""
-
-    def decorate(shape: SurrogateShape) -> SurrogateShape:
-        if name in _SHAPES:
-            raise ValueError(f"surrogate {name!r} is already registered")
-        _SHAPES[name] = shape
-        return shape
-
-    return decorate
+    """Register g(x, width, height) under `name`."""
+    return SURROGATES.decorator(name)
 
 
 def list_surrogates(pattern: str = "*") -> list[str]:
-    return sorted(name for name in _SHAPES if fnmatch.fnmatch(name, pattern))
+    return SURROGATES.names(pattern)
 
 
 def _scaled(g: torch.Tensor, height: float) -> torch.Tensor:
@@ -82,17 +75,14 @@ class Surrogate:
     height: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.shape not in _SHAPES:
-            raise UserError(
-                f"unknown surrogate shape {self.shape!r}; choose one of {', '.join(list_surrogates())}"
-            )
+        SURROGATES.get(self.shape)  # an unknown shape is refused with the list of known ones
         if not self.width > 0 or not self.height > 0:
             raise UserError(
                 f"surrogate width and height must be positive, got width={self.width}, height={self.height}"
             )
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
-        return _SHAPES[self.shape](x, self.width, self.height)
+        return SURROGATES.get(self.shape)(x, self.width, self.height)
 
 
 class SpikeFunction(torch.autograd.Function):

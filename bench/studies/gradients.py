@@ -1,4 +1,4 @@
-"""Gradient-flow study of surrogate-gradient training: `python -m bench.gradients --help`.
+"""Gradient-flow study of surrogate-gradient training: `python -m bench.studies.gradients --help`.
 
 For one dataset and architecture, builds the `direct` method's spiking network once per setting
 (surrogate shape, width, height, BN on the input currents on/off), trains it for a fixed number
@@ -7,7 +7,7 @@ norm of every conv/linear weight in forward order, and for one neuron layer the 
 gradient reaching its input current at each time step (the flattened `[T*B, ...]` current viewed
 as `[T, B, ...]`). One JSON line per setting goes to
 `results/gradients/<dataset>-<architecture>/records.jsonl`; the report and plots beside it are
-made from those records alone (`bench.gradient_report`).
+made from those records alone (`bench.studies.gradient_report`).
 
 A setting is flagged from the ratio of the first layer's gradient norm to the last layer's, each
 averaged over the steps: `exploding` above `exploding_ratio` (default 1e2), or when a gradient or
@@ -35,15 +35,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.api import get_method
 from bench.architectures import build_architecture
-from bench.config import DataConfig, ModelConfig, TrainConfig, apply_override, read_yaml, build_dataclass, hash_of
+from bench.config import DataConfig, ModelConfig, TrainConfig, apply_override, build_dataclass, hash_of, read_yaml
+from bench.data import load_dataset
 from bench.errors import OneLineArgumentParser, UserError, exit_status
+from bench.progress import QUIET, Reporter
 from bench.records import Provenance, append_records, dataset_slug, read_records
-from bench.spiking import LIFNeuron
+from bench.runner import resolve_device
+from bench.spiking import SpikingNeuron
+from bench.studies.gradient_report import write_report
 from bench.training import build_optimizer
-from methods.direct import DirectOptions, spiking_network
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "gradients.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "gradients.yaml"
 
 
 @dataclass
@@ -76,12 +80,13 @@ class SweepConfig:
 
 @dataclass
 class StudyConfig:
-    """The study's config file. `direct` fixes the neuron and T; the sweep sets the surrogate and BN."""
+    """The study's config file. `direct` (options of the `direct` method) fixes the neuron and T;
+    the sweep sets the surrogate and BN."""
 
     data: DataConfig = field(default_factory=lambda: DataConfig(train_subset=512, batch_size=32, augment=False))
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name="cifar_resnet20"))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=0.1, weight_decay=0.0, schedule="constant"))
-    direct: DirectOptions = field(default_factory=DirectOptions)
+    direct: dict[str, Any] = field(default_factory=dict)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     settings: list[SurrogateSetting] = field(default_factory=list)
     steps: int = 4
@@ -98,7 +103,12 @@ class StudyConfig:
         if not 0 < self.vanishing_ratio < 1 < self.exploding_ratio:
             raise UserError("the thresholds need 0 < vanishing_ratio < 1 < exploding_ratio")
         for setting in self.all_settings():
-            dataclasses.replace(self.direct, **_option_overrides(setting))  # a bad shape or width fails now
+            self.direct_options(setting)  # a bad option, shape or width fails now
+
+    def direct_options(self, setting: SurrogateSetting | None = None):
+        """The `direct` method's validated options, with a setting's surrogate and BN if given."""
+        values = {**self.direct, **(_option_overrides(setting) if setting is not None else {})}
+        return get_method("direct").make_options(values, "direct")
 
     def all_settings(self) -> list[SurrogateSetting]:
         settings = self.sweep.settings() + list(self.settings)
@@ -147,7 +157,7 @@ class GradientProbe:
         self.modules = weighted
         self._handles = [m.register_forward_hook(self._order_hook(name)) for name, m in weighted.items()]
         for name, neuron in model.named_modules():
-            if isinstance(neuron, LIFNeuron):
+            if isinstance(neuron, SpikingNeuron):
                 self._handles.append(neuron.register_forward_hook(self._rate_hook(name)))
         neuron_name, neuron = _pick_neuron(model, time_layer)
         self.time_layer = neuron_name
@@ -189,7 +199,7 @@ class GradientProbe:
 
 
 def _pick_neuron(model: nn.Module, time_layer: str) -> tuple[str, nn.Module]:
-    neurons = {name: m for name, m in model.named_modules() if isinstance(m, LIFNeuron)}
+    neurons = {name: m for name, m in model.named_modules() if isinstance(m, SpikingNeuron)}
     if time_layer == "first":
         return next(iter(neurons.items()))
     if time_layer not in neurons:
@@ -199,8 +209,6 @@ def _pick_neuron(model: nn.Module, time_layer: str) -> tuple[str, nn.Module]:
 
 def fixed_batches(config: StudyConfig):
     """`steps` training batches and one held-out batch, drawn once so every setting sees the same."""
-    from bench.datasets import load_dataset
-
     dataset = load_dataset(config.data.name, config.data.root, train_subset=config.data.train_subset,
                            seed=config.seed, augment=config.data.augment, image_size=config.data.image_size)
     generator = torch.Generator().manual_seed(config.seed)
@@ -220,11 +228,11 @@ def build_ann(config: StudyConfig, info) -> nn.Module:
 
 def measure_setting(config: StudyConfig, setting: SurrogateSetting, batches, info, device: torch.device, task=None) -> dict[str, Any]:
     """Train one setting for `config.steps` steps; gradient norms per step, loss before and after."""
-    options = dataclasses.replace(config.direct, **_option_overrides(setting))
+    options = config.direct_options(setting)
     time_steps = options.time_steps_train
     torch.manual_seed(config.seed)
     ann = build_ann(config, info)
-    model = spiking_network(ann, options, config.seed).to(device).train()
+    model = get_method("direct").network(ann, options, config.seed).to(device).train()
     # Each step's current must exist on its own: without this, a network fed the same image at every
     # step may hand its first neuron one current `[B, ...]` for all steps (same result, one gradient).
     model.constant_prefix = False
@@ -290,7 +298,7 @@ def study_base(config: StudyConfig) -> dict[str, Any]:
     """What every record of one study shares, except provenance."""
     return {
         "dataset": config.data.name, "architecture": config.model.name, "steps": config.steps,
-        "batch_size": config.data.batch_size, "direct": dataclasses.asdict(config.direct),
+        "batch_size": config.data.batch_size, "direct": dataclasses.asdict(config.direct_options()),
         "train": dataclasses.asdict(config.train), "exploding_ratio": config.exploding_ratio,
         "vanishing_ratio": config.vanishing_ratio, "seed": config.seed, "data": dataclasses.asdict(config.data),
         "model": dataclasses.asdict(config.model), "time_layer_option": config.time_layer,
@@ -299,10 +307,6 @@ def study_base(config: StudyConfig) -> dict[str, Any]:
 
 def run_study(config: StudyConfig, reporter=None, rerun: bool = False, command: str = "run_study(...)") -> Path:
     """Measure every setting not yet in the store, then regenerate the report; return its path."""
-    from bench.gradient_report import write_report
-    from bench.progress import QUIET
-    from bench.runner import resolve_device
-
     reporter = reporter or QUIET
     device = resolve_device(config.device)
     study_dir = config.study_dir()
@@ -365,18 +369,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
-    from bench.allocator import keep_freed_memory
-    from bench.gradient_report import write_report
-    from bench.progress import Reporter
-
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
     if args.report_only:
         report = write_report(config.study_dir())
     else:
-        keep_freed_memory()
         with Reporter(enabled=not args.quiet) as reporter:
-            command = shlex.join(["python", "-m", "bench.gradients", *(sys.argv[1:] if argv is None else argv)])
+            command = shlex.join(["python", "-m", "bench.studies.gradients", *(sys.argv[1:] if argv is None else argv)])
             report = run_study(config, reporter, rerun=args.rerun, command=command)
     print(report)
     return 0

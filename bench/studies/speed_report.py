@@ -1,7 +1,7 @@
-"""The speed benchmark's table and `results/perf.md`, made from its result alone (see `bench.speed`).
+"""The speed benchmark's table and `results/perf.md`, made from its result alone (see `bench.studies.speed`).
 
 `render(result)` gives the Markdown, `print_table(result)` the console table; both read only the
-dictionary that `bench.speed.run` returns and `perf.json` stores, so a file can be re-rendered
+dictionary that `bench.studies.speed.run` returns and `perf.json` stores, so a file can be re-rendered
 from its JSON.
 """
 

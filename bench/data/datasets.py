@@ -1,4 +1,4 @@
-"""Dataset registry: every dataset the suite runs on, loaded as train / test / calibration splits.
+"""The dataset registry: every dataset the suite runs on, loaded as train / test / calibration splits.
 
 Every item is (image, label): image a float tensor [C, H, W] (C = 3, H = W = info.image_size),
 normalized with the dataset's mean and std; label an int in [0, info.num_classes).
@@ -22,8 +22,9 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets as tv_datasets
 from torchvision.transforms import v2
 
-from bench.data import TINY_IMAGENETTE_PATH, read_tiny_imagenette
+from bench.data.tiny_imagenette import TINY_IMAGENETTE_PATH, read_tiny_imagenette
 from bench.errors import UserError
+from bench.registry import Registry, describe
 
 DEFAULT_DATA_ROOT = Path("~/.cache/spikebench/data").expanduser()
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -65,29 +66,27 @@ class _RawSplits:
 
 
 @dataclass(frozen=True)
-class _Entry:
+class DatasetEntry:
     builder: Callable[[Path], _RawSplits]
     description: str
 
 
-_REGISTRY: dict[str, _Entry] = {}
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
 def register_dataset(name: str, *, description: str):
     """Decorator: register `builder(root: Path) -> _RawSplits` under `name`."""
 
     def decorator(builder):
-        if name in _REGISTRY:
-            raise ValueError(f"dataset {name!r} is already registered")
-        _REGISTRY[name] = _Entry(builder, description)
+        DATASETS.add(name, DatasetEntry(builder, description), origin=describe(builder))
         return builder
 
     return decorator
 
 
-def list_datasets() -> list[str]:
+def list_datasets(pattern: str = "*") -> list[str]:
     """The registered names, sorted (`folder:PATH` is accepted too but is not listed)."""
-    return sorted(_REGISTRY)
+    return DATASETS.names(pattern)
 
 
 def load_dataset(
@@ -129,10 +128,10 @@ def load_dataset(
 def _build_raw(name: str, root: Path) -> _RawSplits:
     if name.startswith(FOLDER_PREFIX):
         return _image_folder(name)
-    if name not in _REGISTRY:
+    if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; registered datasets: "
                         f"{', '.join(list_datasets())}, or folder:PATH for an image-folder tree")
-    return _REGISTRY[name].builder(root)
+    return DATASETS.get(name).builder(root)
 
 
 # --- Subsets and transforms -------------------------------------------------------------------
@@ -336,8 +335,11 @@ def _imagenette(root: Path, name: str, size: str, default_size: int) -> _RawSpli
     except (FileNotFoundError, RuntimeError) as error:
         raise UserError(f"Imagenette at {folder} is incomplete ({error}); "
                         f"extract it again") from error
-    # torchvision keeps the (path, label) list private; reading it avoids decoding every image.
-    train_labels, test_labels = ([label for _, label in split._samples] for split in splits)
+    # The labels from the file list, as torchvision's loader builds it, without decoding any image.
+    train_labels, test_labels = (
+        [label for _, label in tv_datasets.DatasetFolder.make_dataset(str(folder / split_name), split.wnid_to_idx,
+                                                                      extensions=(".jpeg",))]
+        for split_name, split in zip(("train", "val"), splits))
     info = DatasetInfo(name, len(splits[0].wnids), default_size, 3, IMAGENET_MEAN, IMAGENET_STD)
     # Official Imagenette images are not square; greyscale ones are made RGB by the loader.
     return _RawSplits(info, splits[0], splits[1], train_labels, test_labels, square=False)

@@ -1,4 +1,4 @@
-"""`python -m bench.speed`: what a spiking network costs next to its own ANN, on this machine.
+"""`python -m bench.studies.speed`: what a spiking network costs next to its own ANN, on this machine.
 
 On one architecture and one batch `[B, C, H, W]`, side by side:
 
@@ -15,7 +15,7 @@ each curve is one run of the harness against the mean of sustained ANN forwards 
 so that load from other processes on a shared machine hurts every contestant alike. On a CPU
 with one thread the clock is the process's CPU time (other processes cannot inflate it);
 otherwise it is wall time. Results go to `results/perf.json`; `results/perf.md` is rendered
-from it (`bench.speed_report`). Memory is measured in a fresh process per point (peak resident
+from it (`bench.studies.speed_report`). Memory is measured in a fresh process per point (peak resident
 size on Linux CPUs, `torch.cuda.max_memory_allocated` on GPUs).
 """
 
@@ -38,23 +38,26 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.allocator import keep_freed_memory
 from bench.architectures import build_architecture
 from bench.errors import UserError
 from bench.harness import evaluate
 from bench.records import git_commit, hardware, package_versions
 from bench.spiking import DirectEncoder, LIFNeuron, SpikingNetwork, Surrogate, replace_relus
-from bench.spiking import fused
-from bench.speed_report import print_table, render
+from bench.studies.speed_report import print_table, render
 
 VARIANTS = ("plain", "fused", "compiled")
+# How each variant runs the neuron loop: `LIFNeuron(fused=...)`, `SpikingNetwork(compile_neurons=...)`.
+LOOPS = {"plain": (False, False), "fused": (True, False), "compiled": (True, True)}
+# What the process's allocator was told from outside (deployment advice, never set by the package).
+ALLOCATOR_ENV = ("GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                 "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_", "MALLOC_CONF")
 DEFAULT_GRID = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000)
 # Large blocks go straight to the OS and back, so the resident size follows live memory.
 MEMORY_PROBE_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.studies.speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--architecture", default="cifar_resnet8")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=32)
@@ -101,19 +104,14 @@ class Bench:
         self.memory_format = torch.contiguous_format if args.no_channels_last else torch.channels_last
         torch.manual_seed(0)
         self.ann = self._place(build_architecture(args.architecture, args.classes, image_size=args.image_size))
-        self.snn = self._place(spiking_copy(self.ann, args.leak))
+        # One spiking copy per way of running the neuron loop; all start from the ANN's weights.
+        self.snns = {variant: self._place(spiking_copy(self.ann, args.leak, *LOOPS[variant])) for variant in VARIANTS}
         self.images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device).contiguous(memory_format=self.memory_format)
         self.labels = torch.randint(0, args.classes, (args.batch_size,), device=device)
         self.clock = Clock(device)
 
     def _place(self, model: nn.Module) -> nn.Module:
         return model.to(self.device, memory_format=self.memory_format)
-
-    def use(self, variant: str) -> None:
-        """Switch the spiking network to a neuron loop."""
-        for neuron in self.snn.spiking_layers().values():
-            neuron.fused = variant != "plain"
-        fused.compile_kernels(variant == "compiled")
 
     def training_step(self, model: nn.Module, optimizer, time_steps: int | None, samples: int | None = None):
         """One step on the batch (or its first `samples` images); `time_steps` None trains the ANN."""
@@ -132,11 +130,12 @@ class Bench:
         return step
 
 
-def spiking_copy(ann: nn.Module, leak: float) -> SpikingNetwork:
+def spiking_copy(ann: nn.Module, leak: float, fused: bool = True, compiled: bool = False,
+                 checkpoint: bool = False) -> SpikingNetwork:
     """The direct method's network: LIF neurons (triangular surrogate) for ReLUs, direct input."""
     body = copy.deepcopy(ann)
-    replace_relus(body, lambda name: LIFNeuron(threshold=1.0, leak=leak, surrogate=Surrogate("triangular")))
-    return SpikingNetwork(body, DirectEncoder())
+    replace_relus(body, lambda name: LIFNeuron(threshold=1.0, leak=leak, surrogate=Surrogate("triangular"), fused=fused))
+    return SpikingNetwork(body, DirectEncoder(), compile_neurons=compiled, checkpoint=checkpoint)
 
 
 def interleaved(clock: Clock, contestants: dict[str, object], repeats: int, warmup: int = 2) -> dict[str, dict[str, float]]:
@@ -154,16 +153,15 @@ def interleaved(clock: Clock, contestants: dict[str, object], repeats: int, warm
 def measure_training(bench: Bench, variants: list[str]) -> dict:
     steps = bench.args.time_steps_train
     ann_optimizer = torch.optim.SGD(bench.ann.parameters(), lr=1e-3, momentum=0.9)
-    snn_optimizer = torch.optim.SGD(bench.snn.parameters(), lr=1e-3, momentum=0.9)
-    bench.ann.train(), bench.snn.train()
+    bench.ann.train()
     contestants = {"ann": bench.training_step(bench.ann, ann_optimizer, None)}
     for variant in variants:
-        step = bench.training_step(bench.snn, snn_optimizer, steps)
-        contestants[variant] = lambda step=step, variant=variant: (bench.use(variant), step())
+        snn = bench.snns[variant].train()
+        contestants[variant] = bench.training_step(snn, torch.optim.SGD(snn.parameters(), lr=1e-3, momentum=0.9), steps)
     times = interleaved(bench.clock, contestants, bench.args.repeats)
     for variant in variants:
         times[variant]["ratio"] = times[variant]["best_s"] / (steps * times["ann"]["best_s"])
-    times["constant_prefix"] = bench.snn.uses_constant_prefix
+    times["constant_prefix"] = bench.snns[variants[-1]].uses_constant_prefix
     return times
 
 
@@ -171,7 +169,7 @@ def measure_curve(bench: Bench, variants: list[str]) -> dict:
     """The harness's curve on one batch per variant, against T_max ANN forwards timed around it."""
     horizon = bench.args.time_max
     grid = sorted({t for t in DEFAULT_GRID if t < horizon} | {horizon})
-    bench.ann.eval(), bench.snn.eval()
+    bench.ann.eval()
 
     def ann_forwards(count: int = 100) -> float:
         """The mean of a sustained run, like the curve's own time (a best single forward would flatter the ANN)."""
@@ -181,22 +179,21 @@ def measure_curve(bench: Bench, variants: list[str]) -> dict:
 
     batch = [(bench.images, bench.labels)]
 
-    def curve(counting: bool) -> dict:
-        evaluate(bench.snn, batch, [1, 2], bench.device, chunk_size=bench.args.chunk_size)  # warm-up, compiles
+    def curve(variant: str, counting: bool) -> dict:
+        snn = bench.snns[variant].eval()
+        evaluate(snn, batch, [1, 2], bench.device, chunk_size=bench.args.chunk_size)  # warm-up, compiles
         chosen = {}
         seconds = bench.clock.measure(lambda: chosen.update(evaluation=evaluate(
-            bench.snn, batch, grid, bench.device, chunk_size=bench.args.chunk_size, num_classes=bench.args.classes,
+            snn, batch, grid, bench.device, chunk_size=bench.args.chunk_size, num_classes=bench.args.classes,
             count_operations=counting)))
         return {"seconds": seconds, "chunk_size": chosen["evaluation"].chunk_size}
 
     results, ann_times = {}, [ann_forwards()]
     for variant in variants:
-        bench.use(variant)
-        results[variant] = curve(counting=True)
+        results[variant] = curve(variant, counting=True)
         ann_times.append(ann_forwards())
     # The same simulation without the harness's operation counters, for the fastest loop.
-    bench.use(variants[-1])
-    results["uncounted"] = {**curve(counting=False), "variant": variants[-1]}
+    results["uncounted"] = {**curve(variants[-1], counting=False), "variant": variants[-1]}
     ann_times.append(ann_forwards())
     ann_forward = min(ann_times)
     for variant in [*variants, "uncounted"]:
@@ -221,7 +218,7 @@ def _memory_of(args: argparse.Namespace, device: torch.device, kind: str, time_s
     if device.type == "cuda":
         return memory_probe(request)
     # A fresh process per measurement: the peak resident size only ever grows within one.
-    command = [sys.executable, "-m", "bench.speed", "--memory-probe", json.dumps(request)]
+    command = [sys.executable, "-m", "bench.studies.speed", "--memory-probe", json.dumps(request)]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **MEMORY_PROBE_ENV}, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"memory probe failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
@@ -236,9 +233,10 @@ def memory_probe(request: dict) -> float:
         torch.set_num_threads(args.threads)
     bench = Bench(args, device)
     kind, time_steps = request["kind"], request["time_steps"]
-    model = bench.ann if kind == "ann" else bench.snn
-    bench.use("plain" if kind == "plain" else "fused")
-    bench.snn.checkpoint = kind == "checkpoint"
+    if kind == "ann":
+        model = bench.ann
+    else:
+        model = bench._place(spiking_copy(bench.ann, args.leak, fused=kind != "plain", checkpoint=kind == "checkpoint"))
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     steps = None if kind == "ann" else time_steps
@@ -328,15 +326,11 @@ def run(args: argparse.Namespace) -> dict:
     if unknown or not variants:
         raise UserError(f"unknown --variants {', '.join(unknown) or '(none)'}; choose from {', '.join(VARIANTS)}")
     bench = Bench(args, device)
-    compiled_before = fused.kernels_compiled()
-    try:
-        result = {"settings": _settings(args, bench), "machine": machine(device, bench.clock)}
-        result["training"] = measure_training(bench, variants)
-        result["curve"] = measure_curve(bench, variants)
-        result["memory"] = measure_memory(args, device) if args.memory_steps.strip() else {}
-        result["spikingjelly"] = measure_spikingjelly(bench)
-    finally:
-        fused.compile_kernels(compiled_before)
+    result = {"settings": _settings(args, bench), "machine": machine(device, bench.clock)}
+    result["training"] = measure_training(bench, variants)
+    result["curve"] = measure_curve(bench, variants)
+    result["memory"] = measure_memory(args, device) if args.memory_steps.strip() else {}
+    result["spikingjelly"] = measure_spikingjelly(bench)
     result["variants"] = variants
     result["machine"]["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     return result
@@ -350,18 +344,24 @@ def _settings(args: argparse.Namespace, bench: Bench) -> dict:
         "input": "direct (constant in time); random images and labels",
         "memory_format": "channels-last" if bench.memory_format == torch.channels_last else "NCHW",
         "device": str(bench.device), "repeats": args.repeats,
-        "allocator": "freed memory kept in the process (bench.allocator)" if getattr(args, "keep_freed_memory", False)
-        else "the system's default",
+        "allocator": allocator_settings(),
         "command": getattr(args, "command", None) or _command([]),
         "json": Path(args.output).with_suffix(".json").name,
     }
 
 
+def _allocator_environment() -> list[str]:
+    return [f"{name}={shlex.quote(os.environ[name])}" for name in ALLOCATOR_ENV if name in os.environ]
+
+
+def allocator_settings() -> str:
+    """The allocator settings this process was started with (the package sets none)."""
+    return " ".join(_allocator_environment()) or "the system's default"
+
+
 def _command(argv: list[str]) -> str:
-    """The command line as typed, with the allocator switch when it was set."""
-    command = shlex.join(["python", "-m", "bench.speed", *argv])
-    switch = os.environ.get("SPIKEBENCH_KEEP_MEMORY")
-    return f"SPIKEBENCH_KEEP_MEMORY={switch} {command}" if switch is not None else command
+    """The command line as typed, with the allocator settings of its environment, if any."""
+    return " ".join([*_allocator_environment(), shlex.join(["python", "-m", "bench.studies.speed", *argv])])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,7 +369,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_probe:
         print(json.dumps(memory_probe(json.loads(args.memory_probe))))
         return 0
-    args.keep_freed_memory = keep_freed_memory()
     args.command = _command(sys.argv[1:] if argv is None else argv)
     try:
         result = run(args)

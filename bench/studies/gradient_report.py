@@ -1,4 +1,4 @@
-"""The gradient-flow study's report, made from its records alone (see `bench.gradients`).
+"""The gradient-flow study's report, made from its records alone (see `bench.studies.gradients`).
 
 `write_report(study_dir)` reads `records.jsonl`, keeps the newest study (the records sharing the
 newest run's `study_hash`, newest record per setting) and writes `report.md` plus two plots:
@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from tabulate import tabulate
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from tabulate import tabulate  # noqa: E402
-
-from bench.errors import UserError  # noqa: E402
-from bench.records import read_records  # noqa: E402
+from bench.errors import UserError
+from bench.plots import save_figure
+from bench.records import read_records
 
 DEPTH_PLOT = "grad_vs_depth.png"
 TIME_PLOT = "grad_vs_time.png"
@@ -41,7 +40,7 @@ def newest_study(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def load_study(study_dir: Path) -> list[dict[str, Any]]:
     frame = read_records(study_dir / "records.jsonl")
     if frame.empty:
-        raise UserError(f"no gradient-study records in {study_dir}; run python -m bench.gradients first")
+        raise UserError(f"no gradient-study records in {study_dir}; run python -m bench.studies.gradients first")
     return newest_study([{key: _clean(value) for key, value in row.items()} for row in frame.to_dict("records")])
 
 
@@ -89,7 +88,8 @@ def time_table(rows: list[dict[str, Any]]) -> str:
 def _panels(rows: list[dict[str, Any]]):
     groups = [(bn, [r for r in rows if r["batch_norm"] == bn]) for bn in (True, False)]
     groups = [(bn, group) for bn, group in groups if group]
-    figure, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups) + 3, 5), squeeze=False)
+    figure = Figure(figsize=(6.5 * len(groups) + 3, 5))
+    axes = figure.subplots(1, len(groups), squeeze=False)
     return figure, list(zip(axes[0], groups))
 
 
@@ -99,7 +99,7 @@ def _positive(values: list[float]) -> list[float]:
 
 
 def _style(index: int) -> dict[str, Any]:
-    return {"color": plt.get_cmap("tab20")(index % 20), "linestyle": ("-", "--", ":", "-.")[index // 20 % 4]}
+    return {"color": matplotlib.colormaps["tab20"](index % 20), "linestyle": ("-", "--", ":", "-.")[index // 20 % 4]}
 
 
 def plot_depth(rows: list[dict[str, Any]], path: Path) -> None:
@@ -114,7 +114,7 @@ def plot_depth(rows: list[dict[str, Any]], path: Path) -> None:
         axes.grid(True, which="major", alpha=0.3)
         axes.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
     panels[0][0].set_ylabel("weight gradient norm (mean over steps)")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_time(rows: list[dict[str, Any]], path: Path) -> None:
@@ -130,13 +130,7 @@ def plot_time(rows: list[dict[str, Any]], path: Path) -> None:
         axes.grid(True, which="major", alpha=0.3)
         axes.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
     panels[0][0].set_ylabel("gradient norm at step t (mean over steps)")
-    _save(figure, path)
-
-
-def _save(figure, path: Path) -> None:
-    figure.tight_layout()
-    figure.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def write_report(study_dir: Path) -> Path:
@@ -203,6 +197,6 @@ def _provenance(rows: list[dict[str, Any]]) -> list[str]:
         f"Data: {data['train_subset']} training images (augment {data['augment']}); "
         f"{sum(row['wall_s'] for row in rows):.0f} s in all on {first['hardware']}, {first['device']}.", "",
         f"Runs: {', '.join(runs)}; commit {', '.join(commits)}; versions: {versions}.", "",
-        f"Regenerate from the records with `python -m bench.gradients --report-only --dataset {first['dataset']} "
+        f"Regenerate from the records with `python -m bench.studies.gradients --report-only --dataset {first['dataset']} "
         f"--arch {first['architecture']}`.", "",
     ]

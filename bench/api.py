@@ -1,6 +1,8 @@
-"""The method registry: how a method plugs into the harness.
+"""The contract a method is written against: `RunContext`, `register_method`, the method registry.
 
 A method is one function, registered with its metadata:
+
+    from bench.api import RunContext, register_method
 
     @register_method("mymethod", family="direct", paper="Author 2024, arXiv:...",
                      options=MyOptions)
@@ -12,26 +14,28 @@ never computes accuracy; the harness never knows how the method trained. Whateve
 wants recorded about its training (epochs, time steps, wall time) goes into `context.notes`.
 
 Packages outside this repository register methods through the entry-point group
-`spikebench.methods` (each entry point names a module or callable that registers on import), or
-through the `plugins:` list of a config / `--plugin MODULE` on the command line.
+`spikebench.methods` (each entry point names a module whose import registers its methods), or
+through the `plugins:` list of a config / `--plugin MODULE` on the command line. The built-in
+methods (the `methods` package) are loaded here, on the first lookup; nothing else in `bench`
+imports them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import importlib
-import importlib.metadata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from bench.config import TrainConfig, build_dataclass
-from bench.datasets import DatasetSplits
+from bench.data import DatasetSplits
 from bench.errors import UserError
+from bench.registry import Registry, describe
 from bench.spiking import SpikingModel
 
 ENTRY_POINT_GROUP = "spikebench.methods"
@@ -48,7 +52,8 @@ class RunContext:
     """Everything a method may use to build its spiking model.
 
     `fingerprint` identifies the data, architecture and seed; methods use it (with their own
-    options) to name cached networks and checkpoints under `cache_dir`.
+    options) to name cached networks and checkpoints under `cache_dir`. `compile_neurons` asks
+    for compiled neuron kernels (`SpikingNetwork(compile_neurons=...)`) where the method trains.
     """
 
     dataset: DatasetSplits
@@ -60,6 +65,7 @@ class RunContext:
     cache_dir: Path
     seed: int = 0
     fingerprint: str = ""
+    compile_neurons: bool = False
     data_loader: Callable[..., torch.utils.data.DataLoader] | None = None
     progress: Any = None
     notes: dict[str, Any] = field(default_factory=dict)
@@ -71,12 +77,17 @@ class RunContext:
 
 @dataclass(frozen=True)
 class MethodEntry:
+    """A registered method. `network`, when the method gives one, builds its untrained spiking
+    network from an ANN, `network(ann, options, seed)`, for studies that train it their own way
+    (the gradient-flow study)."""
+
     name: str
     build: Callable[[RunContext], SpikingModel]
     family: Family
     paper: str
     options: type
     description: str
+    network: Callable[[nn.Module, Any, int], SpikingModel] | None = None
 
     def make_options(self, values: dict[str, Any], where: str) -> Any:
         """Validated options: the registered defaults updated with `values`."""
@@ -87,11 +98,15 @@ class MethodEntry:
         return dataclasses.asdict(self.options())
 
 
-_METHODS: dict[str, MethodEntry] = {}
-_entry_points_loaded = False
+def _load_builtin_methods() -> None:
+    importlib.import_module("methods")  # the one place `bench` imports the built-in plugins
 
 
-def register_method(name: str | None = None, *, family: Family, paper: str = "", options: type = NoOptions):
+METHODS: Registry[MethodEntry] = Registry("method", entry_point_group=ENTRY_POINT_GROUP, loaders=(_load_builtin_methods,))
+
+
+def register_method(name: str | None = None, *, family: Family, paper: str = "", options: type = NoOptions,
+                    network: Callable[[nn.Module, Any, int], SpikingModel] | None = None):
     """Decorator: register `build(context) -> SpikingModel` under `name` (default: its name)."""
     if family not in ("direct", "conversion", "reference"):
         raise ValueError(f"family must be direct, conversion or reference, got {family!r}")
@@ -100,37 +115,31 @@ def register_method(name: str | None = None, *, family: Family, paper: str = "",
 
     def decorate(build: Callable[[RunContext], SpikingModel]):
         method_name = name or build.__name__
-        if method_name in _METHODS:
-            raise ValueError(f"method {method_name!r} is already registered")
         doc = (build.__doc__ or "").strip().splitlines()
-        _METHODS[method_name] = MethodEntry(method_name, build, family, paper, options, doc[0] if doc else "")
+        entry = MethodEntry(method_name, build, family, paper, options, doc[0] if doc else "", network)
+        METHODS.add(method_name, entry, origin=describe(build))
         return build
 
     return decorate
 
 
 def load_plugins(modules: list[str] = ()) -> None:
-    """Import methods from installed entry points (once) and from the named modules."""
-    global _entry_points_loaded
-    if not _entry_points_loaded:
-        _entry_points_loaded = True
-        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            entry_point.load()
+    """Import the named modules so that they register methods (entry points load on first lookup)."""
     for module in modules:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as error:
             raise UserError(f"plugin module {module!r} cannot be imported ({error}); check its name and PYTHONPATH") from None
+        except UserError:
+            raise
+        except Exception as error:  # noqa: BLE001 (a plugin can fail in any way on import)
+            raise UserError(f"plugin module {module!r} failed on import: {type(error).__name__}: {error}; fix it") from None
 
 
 def list_methods(pattern: str = "*") -> list[str]:
     """Registered method names matching a shell-style wildcard, sorted."""
-    load_plugins()
-    return sorted(name for name in _METHODS if fnmatch.fnmatch(name, pattern))
+    return METHODS.names(pattern)
 
 
 def get_method(name: str) -> MethodEntry:
-    load_plugins()
-    if name not in _METHODS:
-        raise UserError(f"unknown method {name!r}; registered methods: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]
+    return METHODS.get(name)
