@@ -17,7 +17,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist

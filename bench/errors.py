@@ -7,7 +7,8 @@ line and exits with status 2. Anything else is a bug and keeps its traceback.
 
 import argparse
 import sys
-from typing import Callable, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 
 class UserError(Exception):

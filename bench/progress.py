@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -38,7 +38,7 @@ class Reporter:
                 console=self.console,
             )
 
-    def __enter__(self) -> "Reporter":
+    def __enter__(self) -> Reporter:
         if self._progress is not None:
             self._progress.start()
         return self

@@ -89,7 +89,7 @@ class Provenance:
     timestamp: str
 
     @classmethod
-    def capture(cls, config_hash: str, seed: int, device: torch.device) -> "Provenance":
+    def capture(cls, config_hash: str, seed: int, device: torch.device) -> Provenance:
         now = datetime.now(timezone.utc)
         return cls(
             run_id=now.strftime("%Y%m%dT%H%M%SZ") + "-" + config_hash[:6], commit=git_commit(),

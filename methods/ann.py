@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from bench.api import RunContext, register_method
 from bench.spiking import AnalogModel, SpikingModel
 from bench.training import trained_ann
-from bench.api import RunContext, register_method
 
 
 @register_method("ann", family="reference", paper="the non-spiking network every method starts from")

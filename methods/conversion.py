@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from bench.api import RunContext, register_method
 from bench.conversion import convert, convertible_graph
 from bench.errors import UserError
 from bench.spiking import SpikingModel, SpikingNetwork, build_encoder
 from bench.training import trained_ann
-from bench.api import RunContext, register_method
 
 
 @dataclass

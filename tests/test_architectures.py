@@ -9,8 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from bench.architectures import (BasicBlock, build_architecture, list_architectures,
-                                 register_architecture)
+from bench.architectures import BasicBlock, build_architecture, list_architectures, register_architecture
 from bench.errors import UserError
 
 NUM_CLASSES = 7

@@ -7,15 +7,21 @@ import pytest
 import torch
 from torch import nn
 
+from bench.api import get_method
 from bench.architectures import BasicBlock, build_architecture
 from bench.config import MethodSpec, RunConfig
 from bench.conversion import (
-    ChannelScale, StreamingQuantile, activation_scales, convert, fold_batch_norm, threshold_balance, weight_normalize,
+    ChannelScale,
+    StreamingQuantile,
+    activation_scales,
+    convert,
+    fold_batch_norm,
+    threshold_balance,
+    weight_normalize,
 )
 from bench.errors import UserError
 from bench.runner import run_suite
 from bench.spiking import DirectEncoder, SpikingNetwork
-from bench.api import get_method
 
 
 def randomize_batch_norms(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from torchvision import datasets as tv_datasets
 
-from bench.data.tiny_imagenette import TINY_IMAGENETTE_PATH, decode_mosaic, encode_mosaic, read_tiny_imagenette
 from bench.data import list_datasets, load_dataset, register_dataset
+from bench.data.tiny_imagenette import TINY_IMAGENETTE_PATH, decode_mosaic, encode_mosaic, read_tiny_imagenette
 from bench.errors import UserError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

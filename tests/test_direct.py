@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from bench.api import get_method
 from bench.architectures import build_architecture
 from bench.config import MethodSpec, load_config
 from bench.errors import UserError
@@ -13,7 +14,6 @@ from bench.records import read_records, store_path
 from bench.runner import run_suite
 from methods import direct
 from methods.direct import DirectOptions, spiking_network, time_averaged_logits, train_config
-from bench.api import get_method
 
 
 def tiny_network(options: DirectOptions, architecture: str = "cifar_vgg_tiny") -> nn.Module:

@@ -46,15 +46,16 @@ def test_every_config_the_readme_names_exists():
 def test_readme_speed_numbers_match_the_committed_benchmarks():
     results = README.parent / "results"
     perf = json.loads((results / "perf.json").read_text())
-    system = json.loads((results / "perf_system_allocator.json").read_text())
+    tunables = json.loads((results / "perf_glibc_tunables.json").read_text())
     deeper = json.loads((results / "perf_cifar_resnet20.json").read_text())
     section = " ".join(README.read_text().split("## Speed")[1].split("## Test")[0].split())
     expected = [
         f"cost {perf['training']['fused']['ratio']:.2f} times 4 ANN steps ({perf['training']['compiled']['ratio']:.2f} compiled)",
         f"curve to T = 1000 {perf['curve']['fused']['ratio']:.2f} times 1000 ANN forwards",
         f"({perf['spikingjelly']['ratio']:.2f} there)",
-        f"curve {system['curve']['fused']['ratio']:.2f})",
+        f"curve {tunables['curve']['fused']['ratio']:.2f})",
         f"cifar_resnet20, {deeper['training']['fused']['ratio']:.2f} and {deeper['curve']['fused']['ratio']:.2f}",
+        f"`{tunables['settings']['allocator']}`",
     ]
     for phrase in expected:
         assert phrase in section, phrase

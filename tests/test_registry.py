@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pytest
 
 import bench.api as registry
-from bench.errors import UserError
 from bench.api import get_method, list_methods, register_method
+from bench.errors import UserError
 
 
 def test_builtin_reference_method_and_metadata():

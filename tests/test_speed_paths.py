@@ -13,7 +13,14 @@ from bench.architectures import build_architecture
 from bench.efficiency import SpikeRecorder
 from bench.harness import evaluate
 from bench.spiking import (
-    DirectEncoder, LIFNeuron, PoissonEncoder, SpikingNetwork, Surrogate, TimeLayout, list_surrogates, replace_relus,
+    DirectEncoder,
+    LIFNeuron,
+    PoissonEncoder,
+    SpikingNetwork,
+    Surrogate,
+    TimeLayout,
+    list_surrogates,
+    replace_relus,
     time_layout,
 )
 

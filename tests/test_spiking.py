@@ -7,7 +7,15 @@ from torch import nn
 
 from bench.errors import UserError
 from bench.spiking import (
-    DirectEncoder, IFNeuron, LIFNeuron, PoissonEncoder, SpikingNetwork, Surrogate, list_surrogates, replace_relus, spike,
+    DirectEncoder,
+    IFNeuron,
+    LIFNeuron,
+    PoissonEncoder,
+    SpikingNetwork,
+    Surrogate,
+    list_surrogates,
+    replace_relus,
+    spike,
 )
 
 

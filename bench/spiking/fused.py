@@ -37,6 +37,7 @@ import torch
 
 from bench.spiking.surrogates import Surrogate
 
+
 @dataclass(frozen=True)
 class Dynamics:
     """The constants of one neuron layer that the loops need."""
@@ -277,7 +278,7 @@ def _with_fallback(compiled, eager):
         if not failed:
             try:
                 return compiled(*args)
-            except Exception as error:  # a missing compiler or an unsupported surrogate: stay correct
+            except Exception as error:  # noqa: BLE001 (a missing compiler or an unsupported surrogate: stay correct)
                 failed = True
                 warnings.warn(f"neuron kernels could not be compiled ({type(error).__name__}: {error}); running uncompiled",
                               RuntimeWarning, stacklevel=2)

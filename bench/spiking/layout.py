@@ -40,7 +40,10 @@ class TimeLayout:
         return current.unflatten(0, (self.time_steps, -1))
 
 
-_LAYOUT: contextvars.ContextVar[TimeLayout] = contextvars.ContextVar("spikebench_time_layout", default=TimeLayout())
+# A frozen dataclass: the shared default cannot be changed through the variable.
+_LAYOUT: contextvars.ContextVar[TimeLayout] = contextvars.ContextVar(
+    "spikebench_time_layout", default=TimeLayout()  # noqa: B039
+)
 
 
 @contextlib.contextmanager

@@ -165,6 +165,35 @@ def measure_training(bench: Bench, variants: list[str]) -> dict:
     return times
 
 
+# Where a training step's time goes: the CPU time of these profiler events, their children included.
+STEP_PARTS = {
+    "convolutions": ("aten::convolution", "autograd::engine::evaluate_function: ConvolutionBackward0"),
+    "batch norm": ("aten::batch_norm", "autograd::engine::evaluate_function: NativeBatchNormBackward0"),
+    "ReLU or neuron": ("aten::relu", "aten::relu_", "autograd::engine::evaluate_function: ReluBackward0",
+                       "_LIFSequence", "autograd::engine::evaluate_function: _LIFSequenceBackward"),
+}
+
+
+def profile_training(bench: Bench, variant: str = "fused", steps: int = 3) -> dict:
+    """ms per training step in each part (`STEP_PARTS`, the rest as `other`), under torch.profiler:
+    the ANN's step times T_train beside the spiking step, for the default loop."""
+    parts = {}
+    for name, model, time_steps in (("ann", bench.ann, None), ("snn", bench.snns[variant], bench.args.time_steps_train)):
+        model.train()
+        step = bench.training_step(model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9), time_steps)
+        step()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+            for _ in range(steps):
+                step()
+        events = {event.key: event for event in profiler.key_averages()}
+        scale = (bench.args.time_steps_train if time_steps is None else 1) / (1000 * steps)  # µs -> ms per SNN step
+        measured = {part: scale * sum(events[key].cpu_time_total for key in keys if key in events)
+                    for part, keys in STEP_PARTS.items()}
+        total = scale * sum(event.self_cpu_time_total for event in events.values())
+        parts[name] = {**measured, "other": total - sum(measured.values()), "total": total}
+    return {"variant": variant, "steps": steps, "parts": parts}
+
+
 def measure_curve(bench: Bench, variants: list[str]) -> dict:
     """The harness's curve on one batch per variant, against T_max ANN forwards timed around it."""
     horizon = bench.args.time_max
@@ -306,9 +335,26 @@ def measure_spikingjelly(bench: Bench) -> dict | None:
             "version": importlib.metadata.version("spikingjelly")}
 
 
+def cpu_description() -> str:
+    """The CPU beyond its marketing name (a VM may show only "Intel(R) Xeon(R) Processor"): vendor,
+    family and model numbers, and the vector units that PyTorch's CPU kernels use."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    units = [unit for unit, flag in (("AVX2", "avx2"), ("AVX-512", "avx512f"), ("AMX", "amx_tile")) if flag in flags]
+    return (f"{fields.get('model name', '?')} ({fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} "
+            f"model {fields.get('model', '?')}{', ' + ', '.join(units) if units else ''})")
+
+
 def machine(device: torch.device, clock: Clock) -> dict:
     return {
-        "hardware": hardware(device), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "hardware": hardware(device), "cpu": cpu_description() if device.type == "cpu" else None,
+        "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "load_average_1min_start": round(os.getloadavg()[0], 2), "clock": clock.name,
         "platform": platform.platform(), "versions": package_versions(), "commit": git_commit(),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -328,6 +374,7 @@ def run(args: argparse.Namespace) -> dict:
     bench = Bench(args, device)
     result = {"settings": _settings(args, bench), "machine": machine(device, bench.clock)}
     result["training"] = measure_training(bench, variants)
+    result["training_profile"] = profile_training(bench) if "fused" in variants else None
     result["curve"] = measure_curve(bench, variants)
     result["memory"] = measure_memory(args, device) if args.memory_steps.strip() else {}
     result["spikingjelly"] = measure_spikingjelly(bench)
