@@ -39,7 +39,8 @@ from bench.registry import Registry, describe
 from bench.spiking import SpikingModel
 
 ENTRY_POINT_GROUP = "spikebench.methods"
-Family = Literal["direct", "conversion", "reference"]
+Family = Literal["direct", "conversion", "hybrid", "reference"]
+FAMILIES = ("direct", "conversion", "hybrid", "reference")
 
 
 @dataclass
@@ -54,6 +55,10 @@ class RunContext:
     `fingerprint` identifies the data, architecture and seed; methods use it (with their own
     options) to name cached networks and checkpoints under `cache_dir`. `compile_neurons` asks
     for compiled neuron kernels (`SpikingNetwork(compile_neurons=...)`) where the method trains.
+
+    A method whose spiking network comes from an ANN of its own (not the `ann` row's) sets
+    `ceiling` to that ANN as a model (`AnalogModel(network)`): the harness evaluates it too, and
+    the leaderboard shows it as the row `<label>-ann`, the ceiling of the method's row.
     """
 
     dataset: DatasetSplits
@@ -69,6 +74,7 @@ class RunContext:
     data_loader: Callable[..., torch.utils.data.DataLoader] | None = None
     progress: Any = None
     notes: dict[str, Any] = field(default_factory=dict)
+    ceiling: SpikingModel | None = None
 
     def loader(self, split: str, *, shuffle: bool = False, batch_size: int | None = None):
         """A DataLoader over `train`, `test` or `calibration`, set up by the harness."""
@@ -108,8 +114,8 @@ METHODS: Registry[MethodEntry] = Registry("method", entry_point_group=ENTRY_POIN
 def register_method(name: str | None = None, *, family: Family, paper: str = "", options: type = NoOptions,
                     network: Callable[[nn.Module, Any, int], SpikingModel] | None = None):
     """Decorator: register `build(context) -> SpikingModel` under `name` (default: its name)."""
-    if family not in ("direct", "conversion", "reference"):
-        raise ValueError(f"family must be direct, conversion or reference, got {family!r}")
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
     if not dataclasses.is_dataclass(options):
         raise TypeError("options must be a dataclass whose fields all have defaults")
 

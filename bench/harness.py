@@ -22,6 +22,11 @@ from bench.progress import QUIET
 from bench.spiking import SpikingModel
 
 
+class BrokenContract(RuntimeError):
+    """A model did not keep the contract of `bench.spiking` (for example, it ran steps it did not
+    count): its setting is recorded as failed, with this message."""
+
+
 @dataclass
 class Evaluation:
     """Numbers at each T of the grid. Rates are spikes per neuron per step; operation counts
@@ -63,7 +68,7 @@ class _Tally:
             top5 = scores.topk(min(5, scores.shape[1]), dim=1).indices
             self.correct5[time_step] += (top5 == labels[:, None]).any(1).sum().item()
 
-    def add(self, other: "_Tally") -> None:
+    def add(self, other: _Tally) -> None:
         """Fold in the sums of another process's shard (evaluation under torchrun)."""
         for t in self.grid:
             self.correct1[t] += other.correct1[t]
@@ -150,30 +155,48 @@ def _simulate_batch(model, spikes: SpikeRecorder, counter, images, labels, horiz
                     tally: _Tally) -> None:
     model.reset_state()
     readout = None
-    so_far: dict[str, float] = defaultdict(float)
+    so_far: dict[str, float] = {}  # each counter's running total before this chunk
     done = 0
     while done < horizon:
         steps = min(chunk_size, horizon - done)
         if counter is not None:
             counter.start_call(steps, len(images))
         outputs = model(images, steps).float()
+        _check_steps(outputs, spikes, steps)
         running = outputs.cumsum(0) if readout is None else readout + outputs.cumsum(0)
-        cumulative = {name: so_far[name] + per_step.double().cumsum(0).cpu() for name, per_step in _step_counts(spikes, counter).items()}
+        counts = _step_counts(spikes, counter)
+        # Every counter of the chunk in one float64 table [counters, steps] (exact for these integer
+        # counts), read back to Python once per chunk instead of once per counter and T.
+        names, rows = list(counts), []
+        if names:
+            table = torch.stack([counts[name].to(device="cpu", dtype=torch.float64) for name in names]).cumsum(1)
+            table += torch.tensor([so_far.get(name, 0.0) for name in names], dtype=torch.float64)[:, None]
+            rows = table.tolist()
         for t in tally.grid:
             # An ANN runs one step and holds it: every T beyond the horizon reads its last step.
             reached = done < t <= done + steps or (t > horizon and done + steps == horizon)
             if reached:
                 local = min(t, horizon) - done - 1
                 tally.score(t, running[local], labels)
-                for name, totals in cumulative.items():
-                    tally.totals[t][name] += totals[local].item()
+                for name, row in zip(names, rows):
+                    tally.totals[t][name] += row[local]
         readout = running[-1]
-        so_far = defaultdict(float, {name: totals[-1].item() for name, totals in cumulative.items()})
+        so_far = {name: row[-1] for name, row in zip(names, rows)}
         done += steps
     tally.neurons.update(spikes.neurons_per_sample())
     if counter is not None:
         tally.dense_macs = dict(counter.dense_macs_per_sample)
     tally.samples += len(labels)
+
+
+def _check_steps(outputs: torch.Tensor, spikes: SpikeRecorder, steps: int) -> None:
+    """Every step a model simulates is counted in T: no hidden warm-up steps, no missing outputs."""
+    if outputs.shape[0] != steps:
+        raise BrokenContract(f"the model returned {outputs.shape[0]} outputs when asked for {steps} time steps")
+    for name, spike_map in spikes.spike_maps.items():
+        if spike_map.shape[0] != steps:
+            raise BrokenContract(f"neuron layer {name} ran {spike_map.shape[0]} time steps in a call of {steps}: "
+                                 f"every step a model simulates must count in T")
 
 
 # Largest activation of one chunk on a CPU: past a few MiB per tensor, the chunk's tensors stop

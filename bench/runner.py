@@ -17,17 +17,17 @@ from typing import Any
 import torch
 
 from bench import distributed
+from bench.api import MethodEntry, RunContext, get_method, load_plugins
 from bench.architectures import build_architecture
 from bench.config import RunConfig, hash_of
 from bench.data import DatasetSplits, load_dataset
 from bench.efficiency import energy_microjoules
 from bench.errors import UserError
-from bench.harness import Evaluation, evaluate
+from bench.harness import BrokenContract, Evaluation, evaluate
 from bench.progress import QUIET
 from bench.records import Provenance, append_records, finished_settings, store_path
 from bench.report import write_index, write_leaderboard
 from bench.training import TrainingDiverged
-from bench.api import MethodEntry, RunContext, get_method, load_plugins
 
 
 def resolve_device(name: str) -> torch.device:
@@ -60,7 +60,9 @@ def plan_methods(config: RunConfig) -> list[PlannedMethod]:
         entry = get_method(spec.name)
         options = entry.make_options(spec.options, f"methods[{spec.display_name}].options")
         values = dataclasses.asdict(options)
-        changed = {key: value for key, value in values.items() if entry.defaults.get(key) != value}
+        # Options whose field says `metadata={"show": True}` name the setting even at their default.
+        shown = {f.name for f in dataclasses.fields(options) if f.metadata.get("show")}
+        changed = {key: value for key, value in values.items() if entry.defaults.get(key) != value or key in shown}
         setting = ", ".join(f"{key}={value}" for key, value in sorted(changed.items()))
         planned.append(PlannedMethod(spec.display_name, entry, options, setting, hash_of([base, spec.name, spec.display_name, values])))
     return planned
@@ -146,6 +148,11 @@ def _run_seed(config: RunConfig, planned: list[PlannedMethod], device: torch.dev
         )
         records = _run_method(method, context, config, loader, reporter)
         base = _base_record(method, context, config, dataset, provenance)
+        if context.ceiling is not None:
+            ceiling = _ceiling_record(base)
+            base["ceiling"] = ceiling["label"]
+            records += [{**ceiling, **record} for record in _evaluate(context.ceiling, ceiling["label"], context, config,
+                                                                      loader, reporter, records[0].get("build_wall_s"))]
         if distributed.is_main():
             append_records(store, [{**base, **record} for record in records])
     return store
@@ -156,16 +163,25 @@ def _run_method(method: PlannedMethod, context: RunContext, config: RunConfig, l
     started = time.perf_counter()
     try:
         model = method.entry.build(context)
-    except TrainingDiverged as failure:
+        return _evaluate(model, method.label, context, config, loader, reporter, time.perf_counter() - started)
+    except (TrainingDiverged, BrokenContract) as failure:
         reporter.log(f"[red]{method.label} failed: {failure}[/red]")
         return [{"status": "failed", "error": str(failure), "time_steps": None, "build_wall_s": time.perf_counter() - started}]
-    build_wall_s = time.perf_counter() - started
+
+
+def _evaluate(model, label: str, context: RunContext, config: RunConfig, loader, reporter, build_wall_s) -> list[dict[str, Any]]:
     evaluation = evaluate(
         model, loader("test"), config.eval.time_steps, context.device, chunk_size=config.eval.chunk_size,
         memory_budget_mb=config.eval.memory_budget_mb, num_classes=context.dataset.info.num_classes,
-        count_operations=config.eval.count_operations, reporter=reporter, description=f"simulate {method.label}",
+        count_operations=config.eval.count_operations, reporter=reporter, description=f"simulate {label}",
     )
     return [_evaluation_record(evaluation, t, build_wall_s, config) for t in evaluation.time_steps]
+
+
+def _ceiling_record(base: dict[str, Any]) -> dict[str, Any]:
+    """What the row of a method's own ANN changes in the method's base record."""
+    return {"label": f"{base['label']}-ann", "family": "reference", "setting_hash": f"{base['setting_hash']}-ann",
+            "time_steps_train": 0}
 
 
 def _evaluation_record(evaluation: Evaluation, time_steps: int, build_wall_s: float, config: RunConfig) -> dict[str, Any]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -62,16 +62,23 @@ def fit(
     reporter=None,
     description: str = "train",
     divergence_hint: str = "lower the learning rate",
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> TrainingReport:
-    """Train `model` for `train.epochs`, resuming from `checkpoint_path` when it holds a run."""
+    """Train `model` for `train.epochs`, resuming from `checkpoint_path` when it holds a run.
+
+    `compute_logits(images)` gives logits `[B, K]`, or outputs per step `[T, B, K]` for a `loss`
+    that reads every step; `loss(outputs, labels)` defaults to cross-entropy on `[B, K]` logits
+    with the run's label smoothing. Training accuracy reads the time average of `[T, B, K]`.
+    """
     reporter = reporter or QUIET
+    loss = loss or _cross_entropy(train.label_smoothing)
     optimizer = build_optimizer(model.parameters(), train)
     schedule = build_schedule(optimizer, train, train.epochs * len(loader))
     start_epoch, wall_s = _resume(checkpoint_path, model, optimizer, schedule)
     use_amp = train.amp and device.type == "cuda"
     memory_format = _fastest_memory_format(model)
     model.to(memory_format=memory_format)
-    loss, accuracy = float("nan"), float("nan")
+    mean_loss, accuracy = float("nan"), float("nan")
     # Under torchrun every call of `model` goes through DistributedDataParallel while training.
     parallel = distributed.data_parallel(model, device, sync_batch_norm=train.sync_batch_norm)
     with reporter.task(description, total=(train.epochs - start_epoch) * len(loader)) as task, parallel:
@@ -80,12 +87,20 @@ def fit(
             model.train()
             if hasattr(loader.sampler, "set_epoch"):
                 loader.sampler.set_epoch(epoch)  # a new shuffle of the shards every epoch
-            loss, accuracy = _train_epoch(model, compute_logits, loader, optimizer, schedule, train, device, use_amp, task, epoch, divergence_hint, memory_format)
+            mean_loss, accuracy = _train_epoch(model, compute_logits, loss, loader, optimizer, schedule, train, device, use_amp,
+                                               task, epoch, divergence_hint, memory_format)
             wall_s += time.perf_counter() - started
             if checkpoint_path is not None and distributed.is_main():
                 _save(checkpoint_path, model, optimizer, schedule, epoch + 1, wall_s)
     model.eval()
-    return TrainingReport(train.epochs, wall_s, loss, accuracy)
+    return TrainingReport(train.epochs, wall_s, mean_loss, accuracy)
+
+
+def _cross_entropy(label_smoothing: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+    return loss
 
 
 def _fastest_memory_format(model: nn.Module) -> torch.memory_format:
@@ -95,15 +110,16 @@ def _fastest_memory_format(model: nn.Module) -> torch.memory_format:
     return torch.channels_last if has_convolutions else torch.contiguous_format
 
 
-def _train_epoch(model, compute_logits, loader, optimizer, schedule, train, device, use_amp, task, epoch, divergence_hint, memory_format):
+def _train_epoch(model, compute_logits, loss_of, loader, optimizer, schedule, train, device, use_amp, task, epoch,
+                 divergence_hint, memory_format):
     total_loss, correct, seen = 0.0, 0, 0
     for step, (images, labels) in enumerate(loader):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if images.ndim == 4:
             images = images.contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            logits = compute_logits(images)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=train.label_smoothing)
+            outputs = compute_logits(images)
+            loss = loss_of(outputs.float(), labels)
         if not distributed.all_finite(loss):  # every process stops at the same step
             raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: {divergence_hint}")
         optimizer.zero_grad(set_to_none=True)
@@ -111,7 +127,8 @@ def _train_epoch(model, compute_logits, loader, optimizer, schedule, train, devi
         optimizer.step()
         schedule.step()
         total_loss += loss.item() * len(labels)
-        correct += (logits.argmax(1) == labels).sum().item()
+        predicted = outputs if outputs.ndim == 2 else outputs.mean(0)
+        correct += (predicted.argmax(1) == labels).sum().item()
         seen += len(labels)
         task.advance(epoch=f"{epoch + 1}/{train.epochs}", loss=total_loss / seen, acc=correct / seen)
     return total_loss / max(seen, 1), correct / max(seen, 1)

@@ -1,7 +1,8 @@
 """The built-in methods, one file each, written against `bench.api` like any plugin.
 
-`ann` (reference), `direct` (surrogate-gradient training), `conversion` (ANN-to-SNN). Importing
-this package registers them; `bench.api` does so on the first method lookup.
+`ann` (reference), `direct` (surrogate-gradient training, with tdBN and PLIF options), `tet`,
+`conversion` (ANN-to-SNN), `qcfs`, `calibration`, `hybrid`. Importing this package registers
+them; `bench.api` does so on the first method lookup.
 """
 
-from methods import ann, conversion, direct  # noqa: F401  (registers the built-in methods)
+from methods import ann, calibration, conversion, direct, hybrid, qcfs, tet  # noqa: F401  (registers them)

@@ -35,11 +35,20 @@ from typing import Literal
 import torch
 from torch import nn
 
+from bench.api import RunContext, register_method
 from bench.config import TrainConfig, hash_of
 from bench.errors import UserError
-from bench.spiking import LIFNeuron, SpikingNetwork, Surrogate, build_encoder, replace_relus
+from bench.spiking import (
+    LIFNeuron,
+    ParametricLIFNeuron,
+    SpikingNetwork,
+    Surrogate,
+    ThresholdDependentBatchNorm,
+    build_encoder,
+    replace_modules,
+    replace_relus,
+)
 from bench.training import fit
-from bench.api import RunContext, register_method
 
 DIVERGENCE_HINT = (
     "the surrogate gradient is probably too wide or too tall for this depth (gradients explode "
@@ -53,14 +62,17 @@ class DirectOptions:
     """Options of `direct` (the method's config `options:`).
 
     neuron, leak, threshold, reset, detach_reset: the spiking neuron (leak applies to `lif` only;
-    `detach_reset` keeps the reset out of the backward). surrogate, surrogate_width,
-    surrogate_height: the surrogate gradient (`bench.spiking.surrogates`). time_steps_train: T of
-    backpropagation through time. batch_norm: false removes every BatchNorm (the ablation).
-    encoder: `direct` (analog image every step) or `poisson`. optimizer, lr, epochs: null takes
-    the run's `train:` section, a value overrides it for this method only.
+    `plif` learns one leak per layer, 1/tau = sigmoid(w), from tau = plif_initial_tau (Fang et
+    al., ICCV 2021); `detach_reset` keeps the reset out of the backward). surrogate,
+    surrogate_width, surrogate_height: the surrogate gradient (`bench.spiking.surrogates`).
+    time_steps_train: T of backpropagation through time. batch_norm: true (BN on the currents),
+    `tdbn` (threshold-dependent BN, Zheng et al., AAAI 2021: the normalized current scaled by
+    tdbn_alpha * threshold) or false (every BatchNorm removed, the ablation). encoder: `direct`
+    (analog image every step) or `poisson`. optimizer, lr, epochs: null takes the run's `train:`
+    section, a value overrides it for this method only.
     """
 
-    neuron: Literal["lif", "if"] = "lif"
+    neuron: Literal["lif", "if", "plif"] = "lif"
     leak: float = 0.9
     threshold: float = 1.0
     reset: Literal["subtract", "zero"] = "subtract"
@@ -69,15 +81,21 @@ class DirectOptions:
     surrogate_width: float = 1.0
     surrogate_height: float = 1.0
     time_steps_train: int = 4
-    batch_norm: bool = True
+    batch_norm: bool | Literal["tdbn"] = True
     encoder: Literal["direct", "poisson"] = "direct"
     recompute_activations: bool = False  # memory for long T_train: recompute blocks in the backward pass
     optimizer: Literal["sgd", "adamw"] | None = None
     lr: float | None = None
     epochs: int | None = None
+    plif_initial_tau: float = 2.0
+    tdbn_alpha: float = 1.0
 
     def __post_init__(self) -> None:
         where = "methods[direct].options"
+        if not self.plif_initial_tau > 1:
+            raise UserError(f"{where}.plif_initial_tau must be above 1 (1/tau is the leak rate), got {self.plif_initial_tau}")
+        if not self.tdbn_alpha > 0:
+            raise UserError(f"{where}.tdbn_alpha must be positive, got {self.tdbn_alpha}")
         if not 0 < self.leak <= 1:
             raise UserError(f"{where}.leak must be in (0, 1] (1 = no leak), got {self.leak}")
         if not self.threshold > 0:
@@ -95,36 +113,37 @@ class DirectOptions:
 
 
 def make_neuron(options: DirectOptions) -> LIFNeuron:
-    leak = options.leak if options.neuron == "lif" else 1.0
-    return LIFNeuron(
-        threshold=options.threshold, leak=leak, reset_mode=options.reset,
-        surrogate=options.make_surrogate(), detach_reset=options.detach_reset,
-    )
+    common = dict(threshold=options.threshold, reset_mode=options.reset, surrogate=options.make_surrogate(),
+                  detach_reset=options.detach_reset)
+    if options.neuron == "plif":
+        return ParametricLIFNeuron(initial_tau=options.plif_initial_tau, **common)
+    return LIFNeuron(leak=options.leak if options.neuron == "lif" else 1.0, **common)
 
 
 def spiking_network(ann: nn.Module, options: DirectOptions, seed: int = 0, compile_neurons: bool = False) -> SpikingNetwork:
-    """The ANN with neurons for ReLUs (and, for the ablation, no batch norm)."""
+    """The ANN with neurons for ReLUs, and its batch norms as the options say."""
     replace_relus(ann, lambda name: make_neuron(options))
-    if not options.batch_norm:
-        _remove_batch_norm(ann)
+    if options.batch_norm is False:
+        replace_modules(ann, nn.modules.batchnorm._BatchNorm, lambda name, norm: nn.Identity())
+    elif options.batch_norm == "tdbn":
+        replace_modules(ann, nn.BatchNorm2d, lambda name, norm: ThresholdDependentBatchNorm(
+            norm.num_features, alpha=options.tdbn_alpha, threshold=options.threshold, eps=norm.eps, momentum=norm.momentum))
     return SpikingNetwork(ann, build_encoder(options.encoder, seed), checkpoint=options.recompute_activations,
                           compile_neurons=compile_neurons)
 
 
-def _remove_batch_norm(module: nn.Module) -> None:
-    targets = [name for name, child in module.named_modules() if isinstance(child, nn.modules.batchnorm._BatchNorm)]
-    for qualified_name in targets:
-        parent_name, _, child_name = qualified_name.rpartition(".")
-        parent = module.get_submodule(parent_name) if parent_name else module
-        setattr(parent, child_name, nn.Identity())
-
-
 def time_averaged_logits(model: SpikingNetwork, time_steps: int):
     """images [B, C, H, W] -> logits [B, K]: a fresh state, `time_steps` steps, mean over time."""
+    outputs = per_step_outputs(model, time_steps)
+    return lambda images: outputs(images).mean(0)
+
+
+def per_step_outputs(model: SpikingNetwork, time_steps: int):
+    """images [B, C, H, W] -> outputs [T, B, K] of a fresh state."""
 
     def compute(images: torch.Tensor) -> torch.Tensor:
         model.reset_state()
-        return model(images, time_steps).mean(0)
+        return model(images, time_steps)
 
     return compute
 
@@ -138,16 +157,23 @@ def train_config(train: TrainConfig, options: DirectOptions) -> TrainConfig:
                  network=spiking_network)
 def build_direct(context: RunContext) -> SpikingNetwork:
     """Surrogate-gradient BPTT over T_train steps, BN on input currents over time and batch."""
-    options: DirectOptions = context.options
+    return train_direct(context, context.options)
+
+
+def train_direct(context: RunContext, options: DirectOptions, name: str = "direct", loss=None) -> SpikingNetwork:
+    """The `direct` network trained by BPTT over `options.time_steps_train` steps and cached under
+    `name`; with a `loss(outputs [T, B, K], labels)` (TET) the loss reads every step, else the
+    cross-entropy of the time-averaged outputs."""
     torch.manual_seed(context.seed)
     model = spiking_network(context.build_ann(), options, context.seed, context.compile_neurons).to(context.device)
     train = train_config(context.train, options)
     key = hash_of([context.fingerprint, context.train, dataclasses.asdict(options)])
+    steps = options.time_steps_train
     report = fit(
-        model, time_averaged_logits(model, options.time_steps_train), context.loader("train", shuffle=True), train,
-        context.device, checkpoint_path=Path(context.cache_dir) / f"direct-{context.architecture}-{key}.pt",
-        reporter=context.progress, description=f"train direct {context.architecture} T={options.time_steps_train}",
-        divergence_hint=DIVERGENCE_HINT,
+        model, time_averaged_logits(model, steps) if loss is None else per_step_outputs(model, steps),
+        context.loader("train", shuffle=True), train, context.device,
+        checkpoint_path=Path(context.cache_dir) / f"{name}-{context.architecture}-{key}.pt", reporter=context.progress,
+        description=f"train {name} {context.architecture} T={steps}", divergence_hint=DIVERGENCE_HINT, loss=loss,
     )
     model.reset_state()
     context.notes.update(epochs=report.epochs, time_steps_train=options.time_steps_train, train_wall_s=report.wall_s)

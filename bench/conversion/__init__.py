@@ -8,21 +8,23 @@ The body goes into `bench.spiking.SpikingNetwork` with an input encoder. Images 
 
 from __future__ import annotations
 
-from typing import Iterable, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 import torch
 import torch.fx
 from torch import nn
 
 from bench.conversion.calibrate import Granularity, Statistic, StreamingQuantile, activation_scales
-from bench.conversion.graph import fold_batch_norm, node_role, trace
+from bench.conversion.graph import feeding_layer, fold_batch_norm, node_role, trace
 from bench.conversion.normalize import ChannelScale, threshold_balance, weight_normalize
 
 Normalization = Literal["weight", "threshold"]
 NORMALIZERS = {"weight": weight_normalize, "threshold": threshold_balance}
 
 __all__ = [
-    "ChannelScale", "StreamingQuantile", "activation_scales", "convert", "convertible_graph", "fold_batch_norm", "node_role",
+    "ChannelScale", "StreamingQuantile", "activation_scales", "convert", "convertible_graph", "feeding_layer",
+    "fold_batch_norm", "node_role",
     "threshold_balance", "trace", "weight_normalize",
 ]
 

@@ -129,6 +129,24 @@ def node_role(graph: fx.GraphModule, node: fx.Node) -> str:
     raise UserError(f"conversion does not support the operation {node.op} {getattr(node.target, '__name__', node.target)} ({node.name})")
 
 
+def feeding_layer(graph: fx.GraphModule, target: str) -> nn.Module:
+    """The conv or linear layer whose output reaches the module `target` (a neuron, or a ReLU)
+    through stateless layers, following the residual branch (the first input) of an add: the
+    layer whose bias shifts that neuron's input current."""
+    node = next((n for n in graph.graph.nodes if n.op == "call_module" and n.target == target), None)
+    if node is None:
+        raise ValueError(f"{target} is not a module of the graph")
+    source = node.args[0]
+    while isinstance(source, fx.Node) and source.op != "placeholder":
+        module = graph.get_submodule(source.target) if source.op == "call_module" else None
+        if isinstance(module, WEIGHTED):
+            return module
+        if module is not None and not isinstance(module, PASSTHROUGH_MODULES):
+            break
+        source = source.args[0]
+    raise ValueError(f"no conv or linear layer feeds {target} through stateless layers")
+
+
 def _adds_two_tensors(node: fx.Node) -> bool:
     return len(node.args) == 2 and all(isinstance(arg, fx.Node) for arg in node.args) and not node.kwargs
 

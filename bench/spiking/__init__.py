@@ -36,12 +36,14 @@ The neuron contract (`SpikingNeuron`, in `bench.spiking.neurons`):
 
 from bench.spiking.encoders import DirectEncoder, PoissonEncoder, build_encoder
 from bench.spiking.layout import TimeLayout, current_layout, time_layout
-from bench.spiking.network import AnalogModel, SpikingModel, SpikingNetwork, replace_relus
-from bench.spiking.neurons import IFNeuron, LIFNeuron, SpikingNeuron, Stateful
+from bench.spiking.network import AnalogModel, SpikingModel, SpikingNetwork, replace_modules, replace_relus
+from bench.spiking.neurons import IFNeuron, LIFNeuron, ParametricLIFNeuron, SpikingNeuron, Stateful
+from bench.spiking.normalization import ThresholdDependentBatchNorm
 from bench.spiking.surrogates import SURROGATES, Surrogate, list_surrogates, register_surrogate, spike
 
 __all__ = [
-    "SURROGATES", "AnalogModel", "DirectEncoder", "IFNeuron", "LIFNeuron", "PoissonEncoder", "SpikingModel",
-    "SpikingNetwork", "SpikingNeuron", "Stateful", "Surrogate", "TimeLayout", "build_encoder", "current_layout",
-    "list_surrogates", "register_surrogate", "replace_relus", "spike", "time_layout",
+    "SURROGATES", "AnalogModel", "DirectEncoder", "IFNeuron", "LIFNeuron", "ParametricLIFNeuron", "PoissonEncoder",
+    "SpikingModel", "SpikingNetwork", "SpikingNeuron", "Stateful", "Surrogate", "ThresholdDependentBatchNorm",
+    "TimeLayout", "build_encoder", "current_layout", "list_surrogates", "register_surrogate", "replace_modules",
+    "replace_relus", "spike", "time_layout",
 ]

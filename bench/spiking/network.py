@@ -14,7 +14,7 @@ outputs.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -115,9 +115,15 @@ class AnalogModel(SpikingModel):
 
 def replace_relus(module: nn.Module, make_neuron: Callable[[str], nn.Module]) -> int:
     """Swap every `nn.ReLU` in the tree for `make_neuron(qualified_name)`; return how many."""
-    targets = [name for name, child in module.named_modules() if isinstance(child, nn.ReLU)]
-    for qualified_name in targets:
+    return replace_modules(module, nn.ReLU, lambda name, relu: make_neuron(name))
+
+
+def replace_modules(module: nn.Module, kind: type | tuple[type, ...],
+                    make: Callable[[str, nn.Module], nn.Module]) -> int:
+    """Swap every submodule of type `kind` for `make(qualified_name, old_module)`; return how many."""
+    targets = [(name, child) for name, child in module.named_modules() if name and isinstance(child, kind)]
+    for qualified_name, child in targets:
         parent_name, _, child_name = qualified_name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
-        setattr(parent, child_name, make_neuron(qualified_name))
+        setattr(parent, child_name, make(qualified_name, child))
     return len(targets)

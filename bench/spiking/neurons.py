@@ -20,12 +20,14 @@ threshold-balanced network feed the next layer the same signal as a weight-norma
 
 `LIFNeuron` runs its time loop fused (`bench.spiking.fused`: one autograd node for the whole
 sequence, the same outputs and gradients); `fused=False` keeps the plain loop over `step`, one
-autograd graph per step. A threshold that requires grad, or a subclass that overrides `step`
-or `fresh_potential`, uses the plain loop.
+autograd graph per step. A learned threshold (`learn_threshold=True`), or a subclass that
+overrides `step`, uses the plain loop; a subclass that only changes `fresh_potential` keeps the
+fused one. `ParametricLIFNeuron` (PLIF) learns its leak.
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Literal
@@ -70,11 +72,15 @@ class SpikingNeuron(Stateful, nn.Module):
     state_names = ("potential",)
 
     def __init__(self, threshold: float | torch.Tensor = 1.0, initial_potential: float = 0.0,
-                 spike_amplitude: Literal["one", "threshold"] = "one") -> None:
+                 spike_amplitude: Literal["one", "threshold"] = "one", learn_threshold: bool = False) -> None:
         super().__init__()
         if spike_amplitude not in ("one", "threshold"):
             raise ValueError(f"spike_amplitude must be 'one' or 'threshold', got {spike_amplitude!r}")
-        self.register_buffer("threshold", torch.as_tensor(threshold, dtype=torch.float32).clone())
+        value = torch.as_tensor(threshold, dtype=torch.float32).detach().clone()
+        if learn_threshold:
+            self.threshold = nn.Parameter(value)
+        else:
+            self.register_buffer("threshold", value)
         self.initial_potential = initial_potential
         self.spike_amplitude = spike_amplitude
         self._spike_hooks: OrderedDict[int, SpikeHook] = OrderedDict()
@@ -162,8 +168,9 @@ class LIFNeuron(SpikingNeuron):
         detach_reset: bool = False,
         spike_amplitude: Literal["one", "threshold"] = "one",
         fused: bool = True,
+        learn_threshold: bool = False,
     ) -> None:
-        super().__init__(threshold, initial_potential, spike_amplitude)
+        super().__init__(threshold, initial_potential, spike_amplitude, learn_threshold)
         if not 0 < leak <= 1:
             raise ValueError(f"leak must be in (0, 1], got {leak}")
         if reset_mode not in ("subtract", "zero"):
@@ -191,14 +198,14 @@ class LIFNeuron(SpikingNeuron):
         if not self._fusable():
             return super().integrate(current, threshold, compiled)
         dynamics = Dynamics(self.leak, self.reset_mode, self.detach_reset, self.surrogate, self.initial_potential)
-        carried = None if self.potential is None else self.carried_potential(current[0], threshold)
+        own_start = type(self).fresh_potential is not SpikingNeuron.fresh_potential
+        carried = None if self.potential is None and not own_start else self.carried_potential(current[0], threshold)
         spikes, self.potential = simulate(current, carried, threshold, dynamics, compiled=compiled)
         return spikes
 
     def _fusable(self) -> bool:
-        """The fused loop computes exactly this class's `step` from this class's fresh potential."""
-        own_dynamics = type(self).step is LIFNeuron.step and type(self).fresh_potential is SpikingNeuron.fresh_potential
-        return self.fused and own_dynamics and not self.threshold.requires_grad
+        """The fused loop computes exactly this class's `step` (from any fresh potential)."""
+        return self.fused and type(self).step is LIFNeuron.step and not self.threshold.requires_grad
 
 
 class IFNeuron(LIFNeuron):
@@ -206,3 +213,39 @@ class IFNeuron(LIFNeuron):
 
     def __init__(self, threshold: float | torch.Tensor = 1.0, **kwargs) -> None:
         super().__init__(threshold=threshold, leak=1.0, **kwargs)
+
+
+class ParametricLIFNeuron(LIFNeuron):
+    """PLIF (Fang et al., ICCV 2021): v[t] = v[t-1] + k * (I[t] - v[t-1]) with k = 1/tau = sigmoid(w),
+    one learned w per layer, starting at tau = `initial_tau`; then the spike and reset of `LIFNeuron`.
+
+    Without autograd it is a LIF neuron with leak 1 - k fed k * I, so it simulates in the fused loop.
+    """
+
+    def __init__(self, initial_tau: float = 2.0, **kwargs) -> None:
+        if not initial_tau > 1:
+            raise ValueError(f"initial_tau must be above 1, got {initial_tau}")
+        super().__init__(**kwargs)
+        self.leak_weight = nn.Parameter(torch.tensor(-math.log(initial_tau - 1.0)))
+
+    def extra_repr(self) -> str:
+        return f"tau={1 / torch.sigmoid(self.leak_weight.detach()).item():.3g}, " + super().extra_repr()
+
+    def step(self, current: torch.Tensor, potential: torch.Tensor, threshold: torch.Tensor):
+        potential = potential + torch.sigmoid(self.leak_weight) * (current - potential)
+        spikes = spike(potential - threshold, self.surrogate)
+        reset_spikes = spikes.detach() if self.detach_reset else spikes
+        if self.reset_mode == "subtract":
+            return spikes, potential - reset_spikes * threshold
+        return spikes, potential * (1 - reset_spikes)
+
+    def integrate(self, current: torch.Tensor, threshold: torch.Tensor, compiled: bool = False) -> torch.Tensor:
+        if torch.is_grad_enabled() or not self.fused or self.threshold.requires_grad:
+            return SpikingNeuron.integrate(self, current, threshold, compiled)
+        rate = torch.sigmoid(self.leak_weight).item()
+        dynamics = Dynamics(1.0 - rate, self.reset_mode, self.detach_reset, self.surrogate, self.initial_potential)
+        carried = None if self.potential is None else self.carried_potential(current[0], threshold)
+        # A current constant in time stays one `[B, ...]` tensor, expanded (the time-constant prefix).
+        scaled = (current[0] * rate).expand_as(current) if current.stride(0) == 0 else current * rate
+        spikes, self.potential = simulate(scaled, carried, threshold, dynamics)
+        return spikes
