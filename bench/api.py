@@ -108,11 +108,19 @@ def _load_builtin_methods() -> None:
     importlib.import_module("methods")  # the one place `bench` imports the built-in plugins
 
 
-METHODS: Registry[MethodEntry] = Registry("method", entry_point_group=ENTRY_POINT_GROUP, loaders=(_load_builtin_methods,))
+METHODS: Registry[MethodEntry] = Registry(
+    "method", entry_point_group=ENTRY_POINT_GROUP, loaders=(_load_builtin_methods,)
+)
 
 
-def register_method(name: str | None = None, *, family: Family, paper: str = "", options: type = NoOptions,
-                    network: Callable[[nn.Module, Any, int], SpikingModel] | None = None):
+def register_method(
+    name: str | None = None,
+    *,
+    family: Family,
+    paper: str = "",
+    options: type = NoOptions,
+    network: Callable[[nn.Module, Any, int], SpikingModel] | None = None,
+):
     """Decorator: register `build(context) -> SpikingModel` under `name` (default: its name)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
@@ -135,11 +143,15 @@ def load_plugins(modules: list[str] = ()) -> None:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as error:
-            raise UserError(f"plugin module {module!r} cannot be imported ({error}); check its name and PYTHONPATH") from None
+            raise UserError(
+                f"plugin module {module!r} cannot be imported ({error}); check its name and PYTHONPATH"
+            ) from None
         except UserError:
             raise
         except Exception as error:  # noqa: BLE001 (a plugin can fail in any way on import)
-            raise UserError(f"plugin module {module!r} failed on import: {type(error).__name__}: {error}; fix it") from None
+            raise UserError(
+                f"plugin module {module!r} failed on import: {type(error).__name__}: {error}; fix it"
+            ) from None
 
 
 def list_methods(pattern: str = "*") -> list[str]:

@@ -33,6 +33,7 @@ ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry("architecture")
 # Registry
 # --------------------------------------------------------------------------------------------
 
+
 def register_architecture(name: str | Callable | None = None):
     """Register a builder function under `name` (default: the function's name).
 
@@ -40,6 +41,7 @@ def register_architecture(name: str | Callable | None = None):
     A builder takes `num_classes` and the keyword options `image_size`, `in_channels`, `width`,
     `pooling`, plus any options of its own, and returns an `nn.Module`.
     """
+
     def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         return ARCHITECTURES.add(name if isinstance(name, str) else builder.__name__, builder)
 
@@ -53,8 +55,16 @@ def list_architectures(pattern: str = "*") -> list[str]:
     return ARCHITECTURES.names(pattern)
 
 
-def build_architecture(name: str, num_classes: int, *, image_size: int = 32, in_channels: int = 3,
-                       width: float = 1.0, pooling: str = "avg", **kwargs) -> nn.Module:
+def build_architecture(
+    name: str,
+    num_classes: int,
+    *,
+    image_size: int = 32,
+    in_channels: int = 3,
+    width: float = 1.0,
+    pooling: str = "avg",
+    **kwargs,
+) -> nn.Module:
     """Build the architecture `name`: images [B, in_channels, H, W] -> logits [B, num_classes].
 
     `width` scales channel counts, `pooling` ("avg" or "max") picks the downsampling pool; "avg"
@@ -76,8 +86,11 @@ def _check_common_options(num_classes: int, options: dict) -> None:
         raise UserError(f"pooling must be one of {', '.join(POOLING_CHOICES)}, got {options['pooling']!r}")
     if not options["width"] > 0:
         raise UserError(f"width must be a positive number, got {options['width']!r}")
-    for key, value in (("num_classes", num_classes), ("image_size", options["image_size"]),
-                       ("in_channels", options["in_channels"])):
+    for key, value in (
+        ("num_classes", num_classes),
+        ("image_size", options["image_size"]),
+        ("in_channels", options["in_channels"]),
+    ):
         if not isinstance(value, int) or value < 1:
             raise UserError(f"{key} must be a positive integer, got {value!r}")
 
@@ -107,6 +120,7 @@ def _global_average_pool() -> nn.Module:
 # CIFAR ResNets (He et al. 2016, "Deep Residual Learning for Image Recognition", section 4.2)
 # --------------------------------------------------------------------------------------------
 
+
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers plus a shortcut: [B, C_in, H, W] -> [B, C_out, H/stride, W/stride].
 
@@ -129,8 +143,7 @@ class BasicBlock(nn.Module):
             return nn.Identity()
         # A 1x1 projection (option B) rather than zero-padding: it is an ordinary conv + BN,
         # which BN folding and conversion already handle.
-        return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                             nn.BatchNorm2d(out_channels))
+        return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
@@ -144,8 +157,14 @@ class CifarResNet(nn.Module):
     is no stem pooling, so the `pooling` option does not apply to this family.
     """
 
-    def __init__(self, blocks_per_stage: int, num_classes: int, in_channels: int = 3, width: float = 1.0,
-                 base_channels: tuple[int, ...] = (16, 32, 64)):
+    def __init__(
+        self,
+        blocks_per_stage: int,
+        num_classes: int,
+        in_channels: int = 3,
+        width: float = 1.0,
+        base_channels: tuple[int, ...] = (16, 32, 64),
+    ):
         super().__init__()
         stage_channels = [_scaled(c, width) for c in base_channels]
         self.conv1 = nn.Conv2d(in_channels, stage_channels[0], 3, 1, padding=1, bias=False)
@@ -174,15 +193,18 @@ class CifarResNet(nn.Module):
         return self.fc(self.global_pool(x))
 
 
-def _create_cifar_resnet(depth: int, num_classes: int, *, image_size: int, in_channels: int,
-                         width: float, pooling: str, **unknown) -> CifarResNet:
+def _create_cifar_resnet(
+    depth: int, num_classes: int, *, image_size: int, in_channels: int, width: float, pooling: str, **unknown
+) -> CifarResNet:
     _reject_unknown_options("cifar_resnet", unknown)
     blocks_per_stage = (depth - 2) // 6
     return CifarResNet(blocks_per_stage, num_classes, in_channels=in_channels, width=width)
 
 
 @register_architecture
-def cifar_resnet18(num_classes: int, *, image_size: int, in_channels: int, width: float, pooling: str, **unknown) -> CifarResNet:
+def cifar_resnet18(
+    num_classes: int, *, image_size: int, in_channels: int, width: float, pooling: str, **unknown
+) -> CifarResNet:
     """ResNet-18 layout (4 stages of 2 BasicBlocks, 17 convs + fc) at 16/32/64/128 x width channels."""
     _reject_unknown_options("cifar_resnet", unknown)
     return CifarResNet(2, num_classes, in_channels=in_channels, width=width, base_channels=(16, 32, 64, 128))
@@ -222,6 +244,7 @@ def cifar_resnet56(num_classes: int, **options) -> CifarResNet:
 # Tiny plain CNN: the fastest net, for tests and default CPU runs
 # --------------------------------------------------------------------------------------------
 
+
 class CifarVGGTiny(nn.Module):
     """Four conv-BN-ReLU layers at 16/32/32/64 x width channels, a 2x2 pool after each of the
     first three, then average pool and linear: [B, in_channels, H, W] -> [B, num_classes].
@@ -232,8 +255,7 @@ class CifarVGGTiny(nn.Module):
         layers: list[nn.Module] = []
         previous = in_channels
         for layer_index, channels in enumerate(_scaled(c, width) for c in (16, 32, 32, 64)):
-            layers += [nn.Conv2d(previous, channels, 3, 1, padding=1, bias=False),
-                       nn.BatchNorm2d(channels), nn.ReLU()]
+            layers += [nn.Conv2d(previous, channels, 3, 1, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()]
             if layer_index < 3:
                 layers.append(_pool_layer(pooling, 2, 2))
             previous = channels
@@ -246,8 +268,9 @@ class CifarVGGTiny(nn.Module):
 
 
 @register_architecture
-def cifar_vgg_tiny(num_classes: int, *, image_size: int, in_channels: int, width: float,
-                   pooling: str, **unknown) -> CifarVGGTiny:
+def cifar_vgg_tiny(
+    num_classes: int, *, image_size: int, in_channels: int, width: float, pooling: str, **unknown
+) -> CifarVGGTiny:
     """Tiny 4-layer plain CNN without residuals (about 2.5M MACs at 32x32)."""
     _reject_unknown_options("cifar_vgg_tiny", unknown)
     return CifarVGGTiny(num_classes, in_channels=in_channels, width=width, pooling=pooling)
@@ -260,9 +283,18 @@ def cifar_vgg_tiny(num_classes: int, *, image_size: int, in_channels: int, width
 CIFAR_STEM_MAX_IMAGE_SIZE = 64
 
 
-def _create_timm_resnet(variant: str, num_classes: int, *, image_size: int, in_channels: int,
-                        width: float, pooling: str, drop_rate: float = 0.0,
-                        drop_path_rate: float = 0.0, **unknown) -> nn.Module:
+def _create_timm_resnet(
+    variant: str,
+    num_classes: int,
+    *,
+    image_size: int,
+    in_channels: int,
+    width: float,
+    pooling: str,
+    drop_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
+    **unknown,
+) -> nn.Module:
     _reject_unknown_options(variant, unknown, accepted=("drop_rate", "drop_path_rate"))
     if width != 1.0:
         # timm's BasicBlock asserts a fixed base width; scaling only some layers would make a
@@ -271,8 +303,14 @@ def _create_timm_resnet(variant: str, num_classes: int, *, image_size: int, in_c
     # Imported here so that the CIFAR nets, tests and the command line do not pay timm's import.
     import timm
 
-    model = timm.create_model(variant, pretrained=False, num_classes=num_classes, in_chans=in_channels,
-                              drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+    model = timm.create_model(
+        variant,
+        pretrained=False,
+        num_classes=num_classes,
+        in_chans=in_channels,
+        drop_rate=drop_rate,
+        drop_path_rate=drop_path_rate,
+    )
     _adapt_timm_stem(model, image_size, in_channels, pooling)
     _replace_relus(model)
     if model.global_pool.pool_type != "avg":

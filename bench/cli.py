@@ -27,7 +27,9 @@ SUMMARY_STEPS = (1, 4, 16, 64, 256, 1000)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(description="Measure accuracy against latency T for every spiking method on one dataset.")
+    parser = OneLineArgumentParser(
+        description="Measure accuracy against latency T for every spiking method on one dataset."
+    )
     parser.add_argument("--config", help="YAML config (default: configs/default.yaml)")
     parser.add_argument("--dataset", help="dataset name: tiny-imagenette, cifar10, cifar100, imagenette, folder:PATH")
     parser.add_argument("--methods", help="comma-separated method names or labels (wildcards allowed), e.g. ann,direct")
@@ -35,9 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--results-dir", help="where records and leaderboards go (default: results)")
     parser.add_argument("--epochs", type=int, help="training epochs for every method (train.epochs)")
-    parser.add_argument("--seeds", help="comma-separated seeds, one full run each; the leaderboard shows mean ± std (seed)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field, e.g. --set eval.time_steps=[1,10,100]")
-    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE so that it can register methods")
+    parser.add_argument(
+        "--seeds", help="comma-separated seeds, one full run each; the leaderboard shows mean ± std (seed)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config field, e.g. --set eval.time_steps=[1,10,100]",
+    )
+    parser.add_argument(
+        "--plugin", action="append", default=[], metavar="MODULE", help="import MODULE so that it can register methods"
+    )
     parser.add_argument("--rerun", action="store_true", help="run settings again even when their records exist")
     parser.add_argument("--list-methods", action="store_true", help="list registered methods and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -46,8 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     overrides = list(args.set)
-    for flag, key in (("dataset", "data.name"), ("data_root", "data.root"), ("device", "device"), ("epochs", "train.epochs"),
-                      ("results_dir", "results_dir")):
+    for flag, key in (
+        ("dataset", "data.name"),
+        ("data_root", "data.root"),
+        ("device", "device"),
+        ("epochs", "train.epochs"),
+        ("results_dir", "results_dir"),
+    ):
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -66,7 +83,9 @@ def select_methods(configured: list[MethodSpec], patterns: list[str]) -> list[Me
     """Configured settings whose name or label matches; a registered name not configured is added with defaults."""
     chosen: list[MethodSpec] = []
     for pattern in (p.strip() for p in patterns if p.strip()):
-        matches = [s for s in configured if fnmatch.fnmatch(s.name, pattern) or fnmatch.fnmatch(s.display_name, pattern)]
+        matches = [
+            s for s in configured if fnmatch.fnmatch(s.name, pattern) or fnmatch.fnmatch(s.display_name, pattern)
+        ]
         if not matches:
             matches = [MethodSpec(name) for name in list_methods(pattern)]
         if not matches:

@@ -37,7 +37,10 @@ class DataConfig:
     workers: int = 0
 
     def __post_init__(self) -> None:
-        _require(self.batch_size >= 1 and self.eval_batch_size >= 1, "data.batch_size and data.eval_batch_size must be at least 1")
+        _require(
+            self.batch_size >= 1 and self.eval_batch_size >= 1,
+            "data.batch_size and data.eval_batch_size must be at least 1",
+        )
         _require(self.workers >= 0, "data.workers must be 0 or more")
         for name in ("train_subset", "test_subset", "image_size"):
             value = getattr(self, name)
@@ -83,10 +86,15 @@ class EvalConfig:
     pj_per_ac: float = 0.9
 
     def __post_init__(self) -> None:
-        _require(len(self.time_steps) > 0 and all(t >= 1 for t in self.time_steps),
-                 "eval.time_steps must be a non-empty list of positive integers")
+        _require(
+            len(self.time_steps) > 0 and all(t >= 1 for t in self.time_steps),
+            "eval.time_steps must be a non-empty list of positive integers",
+        )
         self.time_steps = sorted(set(self.time_steps))
-        _require(self.chunk_size is None or self.chunk_size >= 1, "eval.chunk_size must be at least 1 (or null for automatic)")
+        _require(
+            self.chunk_size is None or self.chunk_size >= 1,
+            "eval.chunk_size must be at least 1 (or null for automatic)",
+        )
         _require(self.memory_budget_mb >= 1, "eval.memory_budget_mb must be at least 1")
         _require(self.pj_per_mac >= 0 and self.pj_per_ac >= 0, "eval.pj_per_mac and eval.pj_per_ac must be 0 or more")
 
@@ -127,8 +135,10 @@ class RunConfig:
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         _require(not duplicates, f"methods share the label(s) {', '.join(duplicates)}: give each a distinct `label`")
         if isinstance(self.seed, list):
-            _require(len(self.seed) > 0 and len(set(self.seed)) == len(self.seed),
-                     f"seed must be an integer or a non-empty list of distinct integers, got {self.seed}")
+            _require(
+                len(self.seed) > 0 and len(set(self.seed)) == len(self.seed),
+                f"seed must be an integer or a non-empty list of distinct integers, got {self.seed}",
+            )
 
     @property
     def seeds(self) -> list[int]:

@@ -91,7 +91,7 @@ def conv_fan_out(conv: nn.Conv2d, height: int, width: int) -> torch.Tensor:
     kernel = torch.ones(1, 1, *conv.kernel_size)
     # Spread over the padded input, then crop the padding; rows the last stride never reaches stay 0.
     spread = F.conv_transpose2d(ones, kernel, stride=conv.stride, dilation=conv.dilation)[0, 0]
-    spread = spread[conv.padding[0]: conv.padding[0] + height, conv.padding[1]: conv.padding[1] + width]
+    spread = spread[conv.padding[0] : conv.padding[0] + height, conv.padding[1] : conv.padding[1] + width]
     cover = torch.zeros(height, width)
     cover[: spread.shape[0], : spread.shape[1]] = spread
     return cover
@@ -135,8 +135,11 @@ class OperationCounter:
         self._spike_sources: dict[int, tuple[weakref.ref, str]] = {}
         self._handles = [layer.register_forward_hook(self._hook(name)) for name, layer in self.layers.items()]
         if spikes is not None:
-            self._handles += [m.register_forward_hook(self._remember_spikes(name)) for name, m in model.named_modules()
-                              if isinstance(m, SpikingNeuron)]
+            self._handles += [
+                m.register_forward_hook(self._remember_spikes(name))
+                for name, m in model.named_modules()
+                if isinstance(m, SpikingNeuron)
+            ]
         body, encoder = getattr(model, "body", None), getattr(model, "encoder", None)
         if body is not None and encoder is not None and not getattr(encoder, "emits_events", True):
             self._handles.append(body.register_forward_pre_hook(self._remember_analog_input))
@@ -152,7 +155,9 @@ class OperationCounter:
         def remember(neuron: SpikingNeuron, inputs, output: torch.Tensor) -> None:
             # An event is a nonzero input: a spike of amplitude 1, or of a threshold that is not 0.
             if neuron.emits_events():
-                self._spike_sources = {key: entry for key, entry in self._spike_sources.items() if entry[0]() is not None}
+                self._spike_sources = {
+                    key: entry for key, entry in self._spike_sources.items() if entry[0]() is not None
+                }
                 self._spike_sources[id(output)] = (weakref.ref(output), name)
 
         return remember
@@ -198,7 +203,9 @@ class OperationCounter:
         per_position = events.sum(dim=1).double()  # [steps, H, W]
         key = (name, source.shape[-2], source.shape[-1])
         if key not in self._fan_out:
-            self._fan_out[key] = conv_fan_out(layer, *key[1:]).double().to(source.device) * (layer.out_channels // layer.groups)
+            self._fan_out[key] = conv_fan_out(layer, *key[1:]).double().to(source.device) * (
+                layer.out_channels // layer.groups
+            )
         return (per_position * self._fan_out[key]).sum(dim=(1, 2))
 
 

@@ -91,7 +91,9 @@ class _Tally:
         total_neurons = sum(self.neurons.values())
         for t in self.grid:
             totals = self.totals[t]
-            evaluation.firing_rates[t] = {name: totals[f"spikes/{name}"] / (count * samples * t) for name, count in self.neurons.items()}
+            evaluation.firing_rates[t] = {
+                name: totals[f"spikes/{name}"] / (count * samples * t) for name, count in self.neurons.items()
+            }
             spikes = sum(totals[f"spikes/{name}"] for name in self.neurons)
             evaluation.spikes_per_neuron[t] = spikes / (total_neurons * samples) if total_neurons else 0.0
             evaluation.sops[t] = sum(v for k, v in totals.items() if k.startswith("sop/")) / samples
@@ -151,8 +153,9 @@ def _step_counts(spikes: SpikeRecorder, counter: OperationCounter | None) -> dic
     return counts
 
 
-def _simulate_batch(model, spikes: SpikeRecorder, counter, images, labels, horizon: int, chunk_size: int,
-                    tally: _Tally) -> None:
+def _simulate_batch(
+    model, spikes: SpikeRecorder, counter, images, labels, horizon: int, chunk_size: int, tally: _Tally
+) -> None:
     model.reset_state()
     readout = None
     so_far: dict[str, float] = {}  # each counter's running total before this chunk
@@ -195,8 +198,10 @@ def _check_steps(outputs: torch.Tensor, spikes: SpikeRecorder, steps: int) -> No
         raise BrokenContract(f"the model returned {outputs.shape[0]} outputs when asked for {steps} time steps")
     for name, spike_map in spikes.spike_maps.items():
         if spike_map.shape[0] != steps:
-            raise BrokenContract(f"neuron layer {name} ran {spike_map.shape[0]} time steps in a call of {steps}: "
-                                 f"every step a model simulates must count in T")
+            raise BrokenContract(
+                f"neuron layer {name} ran {spike_map.shape[0]} time steps in a call of {steps}: "
+                f"every step a model simulates must count in T"
+            )
 
 
 # Largest activation of one chunk on a CPU: past a few MiB per tensor, the chunk's tensors stop

@@ -54,13 +54,21 @@ def plot_accuracy(rows: pd.DataFrame, path: Path) -> None:
             axes.axhline(100 * group["top1"].iloc[0], linestyle="--", color=color, label=f"{name}: ceiling")
             if "seeds" in group and group["seeds"].iloc[0] > 1:
                 spread = 100 * group["top1_std"].iloc[0]
-                axes.axhspan(100 * group["top1"].iloc[0] - spread, 100 * group["top1"].iloc[0] + spread, color=color, alpha=0.1)
+                axes.axhspan(
+                    100 * group["top1"].iloc[0] - spread, 100 * group["top1"].iloc[0] + spread, color=color, alpha=0.1
+                )
         else:
             axes.plot(group["time_steps"], 100 * group["top1"], marker="o", markersize=3, color=color, label=name)
             if "seeds" in group and (group["seeds"] > 1).any():  # the mean over seeds, shaded by one standard deviation
                 spread = 100 * group["top1_std"].fillna(0)
-                axes.fill_between(group["time_steps"], 100 * group["top1"] - spread, 100 * group["top1"] + spread,
-                                  color=color, alpha=0.2, linewidth=0)
+                axes.fill_between(
+                    group["time_steps"],
+                    100 * group["top1"] - spread,
+                    100 * group["top1"] + spread,
+                    color=color,
+                    alpha=0.2,
+                    linewidth=0,
+                )
     _save_accuracy_against(figure, axes, "time steps T (log scale)", path)
 
 
@@ -71,9 +79,19 @@ def plot_energy(rows: pd.DataFrame, path: Path) -> bool:
     for index, (name, group) in enumerate(_groups(rows)):
         color = f"C{index % 10}"
         if group["family"].iloc[0] == "reference":
-            axes.scatter(group["energy_uj"].iloc[:1], 100 * group["top1"].iloc[:1], marker="*", s=120, color=color, label=name, zorder=3)
+            axes.scatter(
+                group["energy_uj"].iloc[:1],
+                100 * group["top1"].iloc[:1],
+                marker="*",
+                s=120,
+                color=color,
+                label=name,
+                zorder=3,
+            )
         else:
-            axes.plot(group["energy_uj"], 100 * group["top1"], marker="o", markersize=3, color=color, label=f"{name}, T grid")
+            axes.plot(
+                group["energy_uj"], 100 * group["top1"], marker="o", markersize=3, color=color, label=f"{name}, T grid"
+            )
     _save_accuracy_against(figure, axes, "estimated energy per image (µJ, compute only, log scale)", path)
     return True
 

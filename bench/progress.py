@@ -1,7 +1,7 @@
 """Progress display for long work: rich bars on a terminal, silence in tests.
 
-    with reporter.task("train ann", total=steps) as task:
-        task.advance(loss=0.7)
+with reporter.task("train ann", total=steps) as task:
+    task.advance(loss=0.7)
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ class _Task:
     def advance(self, steps: int = 1, **fields: float | str) -> None:
         if self._progress is None:
             return
-        status = "  ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}" for key, value in fields.items())
+        status = "  ".join(
+            f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}" for key, value in fields.items()
+        )
         self._progress.update(self._task_id, advance=steps, status=status)
 
 
@@ -33,8 +35,12 @@ class Reporter:
         self._progress = None
         if enabled:
             self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"),
                 console=self.console,
             )
 

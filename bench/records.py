@@ -27,7 +27,7 @@ STORE_NAME = "records.jsonl"
 def dataset_slug(dataset: str) -> str:
     """A folder name for a dataset: `folder:../data/cifar10-jpeg` -> `folder-cifar10-jpeg`."""
     if dataset.startswith("folder:"):
-        dataset = "folder-" + Path(dataset[len("folder:"):].rstrip("/")).name
+        dataset = "folder-" + Path(dataset[len("folder:") :].rstrip("/")).name
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", dataset).strip("-") or "dataset"
 
 
@@ -43,9 +43,16 @@ def git_commit(root: Path | None = None) -> str:
     """
     root = root or Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
-                               cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (commit + ("+dirty" if dirty else "")) if commit else "unknown"
@@ -92,9 +99,14 @@ class Provenance:
     def capture(cls, config_hash: str, seed: int, device: torch.device) -> Provenance:
         now = datetime.now(timezone.utc)
         return cls(
-            run_id=now.strftime("%Y%m%dT%H%M%SZ") + "-" + config_hash[:6], commit=git_commit(),
-            config_hash=config_hash, seed=seed, device=str(device), hardware=hardware(device),
-            versions=package_versions(), timestamp=now.isoformat(timespec="seconds"),
+            run_id=now.strftime("%Y%m%dT%H%M%SZ") + "-" + config_hash[:6],
+            commit=git_commit(),
+            config_hash=config_hash,
+            seed=seed,
+            device=str(device),
+            hardware=hardware(device),
+            versions=package_versions(),
+            timestamp=now.isoformat(timespec="seconds"),
         )
 
 

@@ -37,8 +37,9 @@ class _Entry(Generic[Value]):
 class Registry(Generic[Value]):
     """Named entries of one kind (see the module docstring)."""
 
-    def __init__(self, kind: str, *, entry_point_group: str | None = None,
-                 loaders: tuple[Callable[[], object], ...] = ()) -> None:
+    def __init__(
+        self, kind: str, *, entry_point_group: str | None = None, loaders: tuple[Callable[[], object], ...] = ()
+    ) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
         self._loaders = loaders
@@ -94,8 +95,10 @@ class Registry(Generic[Value]):
 
     def _refuse_duplicate(self, name: str) -> None:
         if name in self._entries:
-            raise UserError(f"{self.kind} {name!r} is already registered (by {self._entries[name].origin}); "
-                            f"register it under another name")
+            raise UserError(
+                f"{self.kind} {name!r} is already registered (by {self._entries[name].origin}); "
+                f"register it under another name"
+            )
 
     def _load(self) -> None:
         if self._loaded:
@@ -113,8 +116,10 @@ def load_entry_point(entry_point: importlib.metadata.EntryPoint, kind: str) -> N
     try:
         entry_point.load()  # importing its module registers what it defines
     except Exception as error:  # noqa: BLE001 (a plugin can fail in any way on import)
-        raise UserError(f"the {kind} plugin {entry_point.name!r} ({entry_point.value}) failed to load: "
-                        f"{type(error).__name__}: {error}; fix or uninstall that package") from None
+        raise UserError(
+            f"the {kind} plugin {entry_point.name!r} ({entry_point.value}) failed to load: "
+            f"{type(error).__name__}: {error}; fix or uninstall that package"
+        ) from None
 
 
 def describe(value: object) -> str:

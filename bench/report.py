@@ -42,14 +42,26 @@ def latest_rows(records: pd.DataFrame) -> pd.DataFrame:
     records = records.assign(seed=records["seed"].fillna(0).astype(int) if "seed" in records else 0)
     newest = records.groupby(["label", "architecture", "seed"])["run_id"].transform("max")
     chosen = records[records["run_id"] == newest]
-    chosen = pd.concat([_mean_over_seeds(group) for _, group in chosen.groupby(["label", "architecture"], sort=False)],
-                       ignore_index=True)
+    chosen = pd.concat(
+        [_mean_over_seeds(group) for _, group in chosen.groupby(["label", "architecture"], sort=False)],
+        ignore_index=True,
+    )
     chosen["family_order"] = chosen["family"].map(FAMILY_ORDER).fillna(9)
     return chosen.sort_values(["architecture", "family_order", "label", "time_steps"], na_position="first")
 
 
-SEED_MEANS = ("top1", "top5", "spikes_per_neuron", "sops_per_sample", "macs_per_sample", "energy_uj", "ann_energy_uj",
-              "train_wall_s", "build_wall_s", "eval_wall_s")
+SEED_MEANS = (
+    "top1",
+    "top5",
+    "spikes_per_neuron",
+    "sops_per_sample",
+    "macs_per_sample",
+    "energy_uj",
+    "ann_energy_uj",
+    "train_wall_s",
+    "build_wall_s",
+    "eval_wall_s",
+)
 
 
 def _mean_over_seeds(runs: pd.DataFrame) -> pd.DataFrame:
@@ -133,7 +145,9 @@ def ceiling_of(first: pd.Series, rows: pd.DataFrame, shared: dict[str, float]) -
     (`ceiling`, e.g. `qcfs-ann`), else the architecture's shared ANN."""
     own = first.get("ceiling")
     if isinstance(own, str):
-        match = rows[(rows["label"] == own) & (rows["architecture"] == first["architecture"]) & (rows["status"] == "ok")]
+        match = rows[
+            (rows["label"] == own) & (rows["architecture"] == first["architecture"]) & (rows["status"] == "ok")
+        ]
         if not match.empty:
             return match["top1"].iloc[0]
     return shared.get(first["architecture"])
@@ -148,14 +162,19 @@ def latency_to(group: pd.DataFrame, target: float) -> str:
 def efficiency_rows(rows: pd.DataFrame, at: int) -> list[dict]:
     ceilings = ann_accuracy(rows)
     table = []
-    for (label, architecture), group in _settings(rows):
+    for (label, _), group in _settings(rows):
         first = group.iloc[0]
         if first["status"] != "ok":
             continue
         chosen = group[group["time_steps"] == at]
         record = chosen.iloc[0] if not chosen.empty else group.iloc[-1]
         ceiling = ceiling_of(first, rows, ceilings)
-        row = {"method": label, "T": int(record["time_steps"]), "top1": record["top1"], "top1 shown": percent_with_spread(record)}
+        row = {
+            "method": label,
+            "T": int(record["time_steps"]),
+            "top1": record["top1"],
+            "top1 shown": percent_with_spread(record),
+        }
         for fraction in FRACTIONS_OF_ANN:
             row[f"T@{fraction:.0%}"] = latency_to(group, fraction * ceiling) if ceiling else "no ANN row"
         row["spikes/neuron"] = record.get("spikes_per_neuron")
@@ -164,7 +183,13 @@ def efficiency_rows(rows: pd.DataFrame, at: int) -> list[dict]:
         row["energy"] = record.get("energy_uj")
         ann_energy = record.get("ann_energy_uj")
         row["energy / ANN"] = record.get("energy_uj") / ann_energy if ann_energy else None
-        row.update({"epochs": first.get("epochs"), "T_train": first.get("time_steps_train"), "train wall": first.get("train_wall_s")})
+        row.update(
+            {
+                "epochs": first.get("epochs"),
+                "T_train": first.get("time_steps_train"),
+                "train wall": first.get("train_wall_s"),
+            }
+        )
         table.append(row)
     return table
 
@@ -173,13 +198,41 @@ def efficiency_table(rows: pd.DataFrame, at: int, sort: str) -> str:
     table = efficiency_rows(rows, at)
     if sort != "method":
         table.sort(key=lambda row: _sort_value(row[sort], descending=sort == "top1"))
-    headers = ["method", "T", "top-1 (%)", "T to 90% of ANN", "T to 95%", "T to 99%", "spikes / neuron", "SOPs (M)",
-               "MACs (M)", "energy (µJ)", "energy / ANN", "epochs", "T_train", "train wall (s)"]
-    body = [[
-        row["method"], row["T"], row["top1 shown"], row["T@90%"], row["T@95%"], row["T@99%"],
-        _number(row["spikes/neuron"], 3), _millions(row["SOPs"]), _millions(row["MACs"]), _number(row["energy"], 2),
-        _number(row["energy / ANN"], 3), _integer(row["epochs"]), _integer(row["T_train"]), _number(row["train wall"]),
-    ] for row in table]
+    headers = [
+        "method",
+        "T",
+        "top-1 (%)",
+        "T to 90% of ANN",
+        "T to 95%",
+        "T to 99%",
+        "spikes / neuron",
+        "SOPs (M)",
+        "MACs (M)",
+        "energy (µJ)",
+        "energy / ANN",
+        "epochs",
+        "T_train",
+        "train wall (s)",
+    ]
+    body = [
+        [
+            row["method"],
+            row["T"],
+            row["top1 shown"],
+            row["T@90%"],
+            row["T@95%"],
+            row["T@99%"],
+            _number(row["spikes/neuron"], 3),
+            _millions(row["SOPs"]),
+            _millions(row["MACs"]),
+            _number(row["energy"], 2),
+            _number(row["energy / ANN"], 3),
+            _integer(row["epochs"]),
+            _integer(row["T_train"]),
+            _number(row["train wall"]),
+        ]
+        for row in table
+    ]
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
 
 
@@ -197,16 +250,30 @@ def _integer(value) -> str:
 
 
 def provenance_table(rows: pd.DataFrame) -> str:
-    headers = ["method", "data, image size (train / test images)", "setting hash", "simulate wall (s)", "hardware", "commit", "run"]
+    headers = [
+        "method",
+        "data, image size (train / test images)",
+        "setting hash",
+        "simulate wall (s)",
+        "hardware",
+        "commit",
+        "run",
+    ]
     table = []
     for (label, _), group in _settings(rows):
         first = group.iloc[0]
-        table.append([
-            label, f"{first['dataset']}, {_integer(first.get('image_size'))} px ({first.get('train_size', '?')} / {first.get('test_size', '?')})",
-            first.get("setting_hash", "?"),
-            _number(first.get("eval_wall_s")), f"{first.get('hardware', '?')}, {first.get('device', '?')}",
-            first.get("commit", "?"), first.get("run_id", "?"),
-        ])
+        table.append(
+            [
+                label,
+                f"{first['dataset']}, {_integer(first.get('image_size'))} px "
+                f"({first.get('train_size', '?')} / {first.get('test_size', '?')})",
+                first.get("setting_hash", "?"),
+                _number(first.get("eval_wall_s")),
+                f"{first.get('hardware', '?')}, {first.get('device', '?')}",
+                first.get("commit", "?"),
+                first.get("run_id", "?"),
+            ]
+        )
     return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
 
 
@@ -220,13 +287,24 @@ def reported_dataset(dataset: str) -> str:
 def reported_table(dataset: str) -> str | None:
     if not REPORTED_PATH.is_file():
         return None
-    entries = [e for e in (yaml.safe_load(REPORTED_PATH.read_text()) or []) if e.get("dataset") == reported_dataset(dataset)]
+    entries = [
+        e for e in (yaml.safe_load(REPORTED_PATH.read_text()) or []) if e.get("dataset") == reported_dataset(dataset)
+    ]
     if not entries:
         return None
     headers = ["method", "family", "architecture", "T", "top-1 (%)", "paper's ANN (%)", "paper"]
-    body = [[e["method"], e.get("family", ""), e.get("architecture", ""),
-             e.get("time_steps") or "not given", _number(e.get("top1"), 2),
-             _number(e.get("ann_top1"), 2), _citation(e)] for e in entries]
+    body = [
+        [
+            e["method"],
+            e.get("family", ""),
+            e.get("architecture", ""),
+            e.get("time_steps") or "not given",
+            _number(e.get("top1"), 2),
+            _number(e.get("ann_top1"), 2),
+            _citation(e),
+        ]
+        for e in entries
+    ]
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
 
 
@@ -247,34 +325,57 @@ def write_leaderboard(dataset_dir: Path, at: int = DEFAULT_AT, sort: str = "meth
     dataset = rows["dataset"].iloc[0]
     plot_accuracy(rows, dataset_dir / ACCURACY_PLOT)
     lines = [
-        f"# Leaderboard: {dataset}", "",
+        f"# Leaderboard: {dataset}",
+        "",
         "Top-1 accuracy (%) of the readout averaged over the first T time steps; the `ann` row is the trained",
-        "ANN, the ceiling. Every measured number here is generated from `records.jsonl` beside this file.", "",
+        "ANN, the ceiling. Every measured number here is generated from `records.jsonl` beside this file.",
+        "",
     ]
     if (rows["seeds"] > 1).any():
-        lines += ["With several seeds a cell is the mean ± the sample standard deviation over them, and every other number",
-                  "is the mean; a seed sets initialization, data order, augmentation and the data subsets.", ""]
+        lines += [
+            "With several seeds a cell is the mean ± the sample standard deviation over them, and every other number",
+            "is the mean; a seed sets initialization, data order, augmentation and the data subsets.",
+            "",
+        ]
     lines += [accuracy_table(rows), "", f"![accuracy versus T]({ACCURACY_PLOT})", ""]
     if "top5" in rows and rows["top5"].notna().any():
         lines += ["Top-5 accuracy (%):", "", accuracy_table(rows, "top5"), ""]
-    lines += [f"## Latency and efficiency at T = {at}", "",
-              "Per test image. T to x% of ANN: the smallest T of the grid reaching that fraction of the ANN's top-1.",
-              f"Energy: {ENERGY_CAVEAT}.", "", efficiency_table(rows, at, sort), ""]
+    lines += [
+        f"## Latency and efficiency at T = {at}",
+        "",
+        "Per test image. T to x% of ANN: the smallest T of the grid reaching that fraction of the ANN's top-1.",
+        f"Energy: {ENERGY_CAVEAT}.",
+        "",
+        efficiency_table(rows, at, sort),
+        "",
+    ]
     if plot_energy(rows, dataset_dir / ENERGY_PLOT):
         lines += [f"![accuracy versus energy]({ENERGY_PLOT})", ""]
     if plot_firing_rates(rows, at, dataset_dir / FIRING_PLOT):
         lines += [f"![firing rate per layer]({FIRING_PLOT})", ""]
     reported = reported_table(dataset)
     if reported:
-        lines += ["## Reported in papers, not measured here", "",
-                  f"Numbers the papers report on {reported_dataset(dataset)} (full data, their own models and training), "
-                  "from `bench/reported.yaml`; for context only.", "", reported, ""]
+        lines += [
+            "## Reported in papers, not measured here",
+            "",
+            f"Numbers the papers report on {reported_dataset(dataset)} (full data, their own models and training), "
+            "from `bench/reported.yaml`; for context only.",
+            "",
+            reported,
+            "",
+        ]
     lines += ["## How it was produced", "", provenance_table(rows), ""]
     first = rows.iloc[0]
     seed_sets = sorted(set(rows["seed"].astype(str)))
-    seeds = f"seed {seed_sets[0]}" if len(seed_sets) == 1 and "," not in seed_sets[0] else "seeds " + "; ".join(seed_sets)
-    lines += [f"Model options: {first.get('model_options', '')}; {seeds}; versions: {_versions(first.get('versions'))}.", "",
-              "Regenerate with `python -m bench.report`.", ""]
+    seeds = (
+        f"seed {seed_sets[0]}" if len(seed_sets) == 1 and "," not in seed_sets[0] else "seeds " + "; ".join(seed_sets)
+    )
+    lines += [
+        f"Model options: {first.get('model_options', '')}; {seeds}; versions: {_versions(first.get('versions'))}.",
+        "",
+        "Regenerate with `python -m bench.report`.",
+        "",
+    ]
     path.write_text("\n".join(lines))
     return path
 
@@ -287,7 +388,12 @@ def _versions(versions) -> str:
 
 def write_index(results_dir: Path) -> Path:
     """`results/README.md`: one line per leaderboard with its best measured method."""
-    lines = ["# Results", "", "Every leaderboard below is generated from its `records.jsonl` by `python -m bench.report`.", ""]
+    lines = [
+        "# Results",
+        "",
+        "Every leaderboard below is generated from its `records.jsonl` by `python -m bench.report`.",
+        "",
+    ]
     table = []
     for store in sorted(results_dir.glob(f"*/{STORE_NAME}")):
         rows = latest_rows(read_records(store))
@@ -297,18 +403,34 @@ def write_index(results_dir: Path) -> Path:
         spiking = ok[ok["family"] != "reference"]
         best = spiking.loc[spiking["top1"].idxmax()] if not spiking.empty else None
         ceilings = ann_accuracy(ok)
-        table.append([
-            f"[{ok['dataset'].iloc[0]}]({store.parent.name}/leaderboard.md)", ", ".join(sorted(ok["architecture"].unique())),
-            ", ".join(f"{architecture}: {_percent(top1)}" for architecture, top1 in ceilings.items()),
-            f"{best['label']} ({best['architecture']}): {_percent(best['top1'])} at T={int(best['time_steps'])}" if best is not None else "",
-            ", ".join(sorted(ok["commit"].astype(str).unique())),
-        ])
-    lines += [tabulate(table, headers=["leaderboard", "architectures", "ANN top-1 (%)", "best spiking top-1", "commits"],
-                       tablefmt="github", disable_numparse=True), ""]
+        table.append(
+            [
+                f"[{ok['dataset'].iloc[0]}]({store.parent.name}/leaderboard.md)",
+                ", ".join(sorted(ok["architecture"].unique())),
+                ", ".join(f"{architecture}: {_percent(top1)}" for architecture, top1 in ceilings.items()),
+                f"{best['label']} ({best['architecture']}): {_percent(best['top1'])} at T={int(best['time_steps'])}"
+                if best is not None
+                else "",
+                ", ".join(sorted(ok["commit"].astype(str).unique())),
+            ]
+        )
+    lines += [
+        tabulate(
+            table,
+            headers=["leaderboard", "architectures", "ANN top-1 (%)", "best spiking top-1", "commits"],
+            tablefmt="github",
+            disable_numparse=True,
+        ),
+        "",
+    ]
     studies = sorted(results_dir.glob("perf*.md")) + sorted(results_dir.glob("gradients/*/report.md"))
     if studies:
-        lines += ["Other measurements, each naming the command that generated it: "
-                  + ", ".join(f"[{path.relative_to(results_dir)}]({path.relative_to(results_dir)})" for path in studies) + ".", ""]
+        lines += [
+            "Other measurements, each naming the command that generated it: "
+            + ", ".join(f"[{path.relative_to(results_dir)}]({path.relative_to(results_dir)})" for path in studies)
+            + ".",
+            "",
+        ]
     path = results_dir / "README.md"
     path.write_text("\n".join(lines))
     return path
@@ -324,7 +446,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
-    parser = OneLineArgumentParser(description="Regenerate every leaderboard and plot under a results folder from its records.")
+    parser = OneLineArgumentParser(
+        description="Regenerate every leaderboard and plot under a results folder from its records."
+    )
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--at", type=int, default=DEFAULT_AT, help=f"T for the efficiency table (default {DEFAULT_AT})")
     parser.add_argument("--sort", default="method", help=f"sort the efficiency table by one of: {', '.join(SORT_KEYS)}")

@@ -64,7 +64,11 @@ def plan_methods(config: RunConfig) -> list[PlannedMethod]:
         shown = {f.name for f in dataclasses.fields(options) if f.metadata.get("show")}
         changed = {key: value for key, value in values.items() if entry.defaults.get(key) != value or key in shown}
         setting = ", ".join(f"{key}={value}" for key, value in sorted(changed.items()))
-        planned.append(PlannedMethod(spec.display_name, entry, options, setting, hash_of([base, spec.name, spec.display_name, values])))
+        planned.append(
+            PlannedMethod(
+                spec.display_name, entry, options, setting, hash_of([base, spec.name, spec.display_name, values])
+            )
+        )
     return planned
 
 
@@ -88,10 +92,20 @@ def make_loader_factory(dataset: DatasetSplits, config: RunConfig):
         size = batch_size or (config.data.batch_size if split == "train" else config.data.eval_batch_size)
         drop_last = shuffle and len(source) // distributed.world_size() > size
         # Shuffled training data is split between the processes of a torchrun; other loaders see it all.
-        sampler = distributed.training_sampler(source, shuffle, config.seed, drop_last=False) if split == "train" and shuffle else None
+        sampler = (
+            distributed.training_sampler(source, shuffle, config.seed, drop_last=False)
+            if split == "train" and shuffle
+            else None
+        )
         return torch.utils.data.DataLoader(
-            source, batch_size=size, shuffle=shuffle and sampler is None, sampler=sampler, generator=generator,
-            num_workers=config.data.workers, drop_last=drop_last, persistent_workers=config.data.workers > 0,
+            source,
+            batch_size=size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            generator=generator,
+            num_workers=config.data.workers,
+            drop_last=drop_last,
+            persistent_workers=config.data.workers > 0,
         )
 
     return make_loader
@@ -122,14 +136,25 @@ def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False) -> Path:
 def _run_seed(config: RunConfig, planned: list[PlannedMethod], device: torch.device, reporter, rerun: bool) -> Path:
     """Every planned method with one seed; return the records file."""
     dataset = load_dataset(
-        config.data.name, config.data.root, train_subset=config.data.train_subset, test_subset=config.data.test_subset,
-        seed=config.seed, augment=config.data.augment, image_size=config.data.image_size,
+        config.data.name,
+        config.data.root,
+        train_subset=config.data.train_subset,
+        test_subset=config.data.test_subset,
+        seed=config.seed,
+        augment=config.data.augment,
+        image_size=config.data.image_size,
     )
     info = dataset.info
 
     def build_ann() -> torch.nn.Module:
-        return build_architecture(config.model.name, info.num_classes, image_size=info.image_size, in_channels=info.channels,
-                                  width=config.model.width, pooling=config.model.pooling)
+        return build_architecture(
+            config.model.name,
+            info.num_classes,
+            image_size=info.image_size,
+            in_channels=info.channels,
+            width=config.model.width,
+            pooling=config.model.pooling,
+        )
 
     build_ann()  # an unknown architecture or bad option fails here, before any training
     store = store_path(config.results_dir, config.data.name)
@@ -142,23 +167,38 @@ def _run_seed(config: RunConfig, planned: list[PlannedMethod], device: torch.dev
             reporter.log(f"[dim]{method.label}: results already in {store}, skipped (use --rerun to run again)[/dim]")
             continue
         context = RunContext(
-            dataset=dataset, architecture=config.model.name, build_ann=build_ann, options=method.options, train=config.train,
-            device=device, cache_dir=Path(config.cache_dir), seed=config.seed, fingerprint=training_fingerprint(config),
-            compile_neurons=config.compile_neurons, data_loader=loader, progress=reporter,
+            dataset=dataset,
+            architecture=config.model.name,
+            build_ann=build_ann,
+            options=method.options,
+            train=config.train,
+            device=device,
+            cache_dir=Path(config.cache_dir),
+            seed=config.seed,
+            fingerprint=training_fingerprint(config),
+            compile_neurons=config.compile_neurons,
+            data_loader=loader,
+            progress=reporter,
         )
         records = _run_method(method, context, config, loader, reporter)
         base = _base_record(method, context, config, dataset, provenance)
         if context.ceiling is not None:
             ceiling = _ceiling_record(base)
             base["ceiling"] = ceiling["label"]
-            records += [{**ceiling, **record} for record in _evaluate(context.ceiling, ceiling["label"], context, config,
-                                                                      loader, reporter, records[0].get("build_wall_s"))]
+            records += [
+                {**ceiling, **record}
+                for record in _evaluate(
+                    context.ceiling, ceiling["label"], context, config, loader, reporter, records[0].get("build_wall_s")
+                )
+            ]
         if distributed.is_main():
             append_records(store, [{**base, **record} for record in records])
     return store
 
 
-def _run_method(method: PlannedMethod, context: RunContext, config: RunConfig, loader, reporter) -> list[dict[str, Any]]:
+def _run_method(
+    method: PlannedMethod, context: RunContext, config: RunConfig, loader, reporter
+) -> list[dict[str, Any]]:
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     try:
@@ -166,53 +206,98 @@ def _run_method(method: PlannedMethod, context: RunContext, config: RunConfig, l
         return _evaluate(model, method.label, context, config, loader, reporter, time.perf_counter() - started)
     except (TrainingDiverged, BrokenContract) as failure:
         reporter.log(f"[red]{method.label} failed: {failure}[/red]")
-        return [{"status": "failed", "error": str(failure), "time_steps": None, "build_wall_s": time.perf_counter() - started}]
+        return [
+            {
+                "status": "failed",
+                "error": str(failure),
+                "time_steps": None,
+                "build_wall_s": time.perf_counter() - started,
+            }
+        ]
 
 
-def _evaluate(model, label: str, context: RunContext, config: RunConfig, loader, reporter, build_wall_s) -> list[dict[str, Any]]:
+def _evaluate(
+    model, label: str, context: RunContext, config: RunConfig, loader, reporter, build_wall_s
+) -> list[dict[str, Any]]:
     evaluation = evaluate(
-        model, loader("test"), config.eval.time_steps, context.device, chunk_size=config.eval.chunk_size,
-        memory_budget_mb=config.eval.memory_budget_mb, num_classes=context.dataset.info.num_classes,
-        count_operations=config.eval.count_operations, reporter=reporter, description=f"simulate {label}",
+        model,
+        loader("test"),
+        config.eval.time_steps,
+        context.device,
+        chunk_size=config.eval.chunk_size,
+        memory_budget_mb=config.eval.memory_budget_mb,
+        num_classes=context.dataset.info.num_classes,
+        count_operations=config.eval.count_operations,
+        reporter=reporter,
+        description=f"simulate {label}",
     )
     return [_evaluation_record(evaluation, t, build_wall_s, config) for t in evaluation.time_steps]
 
 
 def _ceiling_record(base: dict[str, Any]) -> dict[str, Any]:
     """What the row of a method's own ANN changes in the method's base record."""
-    return {"label": f"{base['label']}-ann", "family": "reference", "setting_hash": f"{base['setting_hash']}-ann",
-            "time_steps_train": 0}
+    return {
+        "label": f"{base['label']}-ann",
+        "family": "reference",
+        "setting_hash": f"{base['setting_hash']}-ann",
+        "time_steps_train": 0,
+    }
 
 
-def _evaluation_record(evaluation: Evaluation, time_steps: int, build_wall_s: float, config: RunConfig) -> dict[str, Any]:
+def _evaluation_record(
+    evaluation: Evaluation, time_steps: int, build_wall_s: float, config: RunConfig
+) -> dict[str, Any]:
     record = {
-        "status": "ok", "time_steps": time_steps, "top1": evaluation.top1[time_steps],
+        "status": "ok",
+        "time_steps": time_steps,
+        "top1": evaluation.top1[time_steps],
         "top5": evaluation.top5[time_steps] if evaluation.top5 else None,
         "spikes_per_neuron": evaluation.spikes_per_neuron.get(time_steps, 0.0),
-        "firing_rates": evaluation.firing_rates.get(time_steps, {}), "neurons_per_sample": evaluation.neurons_per_sample,
-        "eval_wall_s": evaluation.wall_s, "build_wall_s": build_wall_s, "chunk_size": evaluation.chunk_size,
+        "firing_rates": evaluation.firing_rates.get(time_steps, {}),
+        "neurons_per_sample": evaluation.neurons_per_sample,
+        "eval_wall_s": evaluation.wall_s,
+        "build_wall_s": build_wall_s,
+        "chunk_size": evaluation.chunk_size,
     }
     if config.eval.count_operations:
         sops, macs, dense = evaluation.sops[time_steps], evaluation.macs[time_steps], evaluation.dense_macs_per_sample
         record.update(
-            sops_per_sample=sops, macs_per_sample=macs, ann_macs_per_sample=dense,
+            sops_per_sample=sops,
+            macs_per_sample=macs,
+            ann_macs_per_sample=dense,
             energy_uj=energy_microjoules(macs, sops, config.eval.pj_per_mac, config.eval.pj_per_ac),
             ann_energy_uj=energy_microjoules(dense, 0.0, config.eval.pj_per_mac, config.eval.pj_per_ac),
-            pj_per_mac=config.eval.pj_per_mac, pj_per_ac=config.eval.pj_per_ac,
+            pj_per_mac=config.eval.pj_per_mac,
+            pj_per_ac=config.eval.pj_per_ac,
         )
     return record
 
 
-def _base_record(method: PlannedMethod, context: RunContext, config: RunConfig, dataset: DatasetSplits, provenance: Provenance) -> dict[str, Any]:
+def _base_record(
+    method: PlannedMethod, context: RunContext, config: RunConfig, dataset: DatasetSplits, provenance: Provenance
+) -> dict[str, Any]:
     notes = context.notes
     return {
-        "dataset": config.data.name, "num_classes": dataset.info.num_classes, "image_size": dataset.info.image_size,
-        "train_size": len(dataset.train), "test_size": len(dataset.test),
-        "method": method.entry.name, "label": method.label, "family": method.entry.family, "paper": method.entry.paper,
-        "setting": method.setting, "options": dataclasses.asdict(method.options), "setting_hash": method.setting_hash,
-        "architecture": config.model.name, "model_options": f"width={config.model.width}, pooling={config.model.pooling}",
-        "epochs": notes.get("epochs"), "time_steps_train": notes.get("time_steps_train"), "train_wall_s": notes.get("train_wall_s"),
-        "notes": {key: value for key, value in notes.items() if key not in ("epochs", "time_steps_train", "train_wall_s")},
+        "dataset": config.data.name,
+        "num_classes": dataset.info.num_classes,
+        "image_size": dataset.info.image_size,
+        "train_size": len(dataset.train),
+        "test_size": len(dataset.test),
+        "method": method.entry.name,
+        "label": method.label,
+        "family": method.entry.family,
+        "paper": method.entry.paper,
+        "setting": method.setting,
+        "options": dataclasses.asdict(method.options),
+        "setting_hash": method.setting_hash,
+        "architecture": config.model.name,
+        "model_options": f"width={config.model.width}, pooling={config.model.pooling}",
+        "epochs": notes.get("epochs"),
+        "time_steps_train": notes.get("time_steps_train"),
+        "train_wall_s": notes.get("train_wall_s"),
+        "notes": {
+            key: value for key, value in notes.items() if key not in ("epochs", "time_steps_train", "train_wall_s")
+        },
         "compile_neurons": config.compile_neurons,
         **dataclasses.asdict(provenance),
     }

@@ -39,7 +39,9 @@ class TrainingReport:
 def build_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
     if train.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
-    return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay, nesterov=train.momentum > 0)
+    return torch.optim.SGD(
+        params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay, nesterov=train.momentum > 0
+    )
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int):
@@ -47,7 +49,9 @@ def build_schedule(optimizer: torch.optim.Optimizer, train: TrainConfig, total_s
     if train.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=total_steps)
     if train.schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+        )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
@@ -87,8 +91,21 @@ def fit(
             model.train()
             if hasattr(loader.sampler, "set_epoch"):
                 loader.sampler.set_epoch(epoch)  # a new shuffle of the shards every epoch
-            mean_loss, accuracy = _train_epoch(model, compute_logits, loss, loader, optimizer, schedule, train, device, use_amp,
-                                               task, epoch, divergence_hint, memory_format)
+            mean_loss, accuracy = _train_epoch(
+                model,
+                compute_logits,
+                loss,
+                loader,
+                optimizer,
+                schedule,
+                train,
+                device,
+                use_amp,
+                task,
+                epoch,
+                divergence_hint,
+                memory_format,
+            )
             wall_s += time.perf_counter() - started
             if checkpoint_path is not None and distributed.is_main():
                 _save(checkpoint_path, model, optimizer, schedule, epoch + 1, wall_s)
@@ -110,8 +127,21 @@ def _fastest_memory_format(model: nn.Module) -> torch.memory_format:
     return torch.channels_last if has_convolutions else torch.contiguous_format
 
 
-def _train_epoch(model, compute_logits, loss_of, loader, optimizer, schedule, train, device, use_amp, task, epoch,
-                 divergence_hint, memory_format):
+def _train_epoch(
+    model,
+    compute_logits,
+    loss_of,
+    loader,
+    optimizer,
+    schedule,
+    train,
+    device,
+    use_amp,
+    task,
+    epoch,
+    divergence_hint,
+    memory_format,
+):
     total_loss, correct, seen = 0.0, 0, 0
     for step, (images, labels) in enumerate(loader):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
@@ -121,7 +151,9 @@ def _train_epoch(model, compute_logits, loss_of, loader, optimizer, schedule, tr
             outputs = compute_logits(images)
             loss = loss_of(outputs.float(), labels)
         if not distributed.all_finite(loss):  # every process stops at the same step
-            raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: {divergence_hint}")
+            raise TrainingDiverged(
+                f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: {divergence_hint}"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -140,7 +172,9 @@ def _resume(path: Path | None, model, optimizer, schedule) -> tuple[int, float]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 (torch raises many kinds for a damaged file)
-        raise UserError(f"checkpoint {path} cannot be read ({type(error).__name__}); delete it to train from scratch") from None
+        raise UserError(
+            f"checkpoint {path} cannot be read ({type(error).__name__}); delete it to train from scratch"
+        ) from None
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
@@ -149,7 +183,13 @@ def _resume(path: Path | None, model, optimizer, schedule) -> tuple[int, float]:
 
 def _save(path: Path, model, optimizer, schedule, epoch: int, wall_s: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "epoch": epoch, "wall_s": wall_s}
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "epoch": epoch,
+        "wall_s": wall_s,
+    }
     partial = path.with_suffix(".partial")
     torch.save(state, partial)
     partial.replace(path)  # a crash mid-write never leaves a corrupt checkpoint behind
@@ -162,7 +202,13 @@ def trained_ann(context) -> tuple[nn.Module, TrainingReport]:
     torch.manual_seed(context.seed)
     model = context.build_ann().to(context.device)
     report = fit(
-        model, model, context.loader("train", shuffle=True), context.train, context.device,
-        checkpoint_path=checkpoint, reporter=context.progress, description=f"train ann {context.architecture}",
+        model,
+        model,
+        context.loader("train", shuffle=True),
+        context.train,
+        context.device,
+        checkpoint_path=checkpoint,
+        reporter=context.progress,
+        description=f"train ann {context.architecture}",
     )
     return model, report

@@ -81,7 +81,9 @@ def mmse_threshold(activations: torch.Tensor, time_steps: int) -> torch.Tensor:
     """The candidate threshold with the least squared error of `clipped_floor` (step 1)."""
     top = activations.max().clamp(min=1e-8)
     candidates = [top * (1 - 0.01 * index) for index in range(CANDIDATES)]
-    errors = torch.stack([(activations - clipped_floor(activations, c, time_steps)).square().mean() for c in candidates])
+    errors = torch.stack(
+        [(activations - clipped_floor(activations, c, time_steps)).square().mean() for c in candidates]
+    )
     return candidates[int(errors.argmin())]
 
 
@@ -90,7 +92,9 @@ def relu_outputs(graph: nn.Module, images: torch.Tensor) -> dict[str, torch.Tens
     """Every ReLU's output of the ANN on a batch, by module name."""
     outputs: dict[str, torch.Tensor] = {}
     relus = {name: m for name, m in graph.named_modules() if isinstance(m, nn.ReLU)}
-    handles = [m.register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o)) for name, m in relus.items()]
+    handles = [
+        m.register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o)) for name, m in relus.items()
+    ]
     try:
         graph(images)
     finally:
@@ -111,8 +115,10 @@ def snn_outputs(model: SpikingNetwork, images: torch.Tensor, time_steps: int) ->
         recorder.close()
         model.reset_state()
     layers = neurons_of(model)
-    return {name: spikes.sum(0) / time_steps * _per_channel(layers[name].threshold, spikes.ndim - 1)
-            for name, spikes in recorder.spike_maps.items()}
+    return {
+        name: spikes.sum(0) / time_steps * _per_channel(layers[name].threshold, spikes.ndim - 1)
+        for name, spikes in recorder.spike_maps.items()
+    }
 
 
 def neurons_of(model: SpikingNetwork) -> dict[str, IFNeuron]:
@@ -151,18 +157,26 @@ def correct_biases(model: SpikingNetwork, ann: dict[str, torch.Tensor], images: 
         layer.bias.data -= per_channel
 
 
-def correct_potentials(model: SpikingNetwork, ann: dict[str, torch.Tensor], images: torch.Tensor, time_steps: int) -> None:
+def correct_potentials(
+    model: SpikingNetwork, ann: dict[str, torch.Tensor], images: torch.Tensor, time_steps: int
+) -> None:
     """Step 3, advanced: layer by layer, each neuron starts T times its own gap higher."""
     for name, neuron in list(neurons_of(model).items()):
         offset = -output_gap(model, ann, name, images, time_steps) * time_steps
-        model.body.set_submodule(name, PotentialCorrectedIF(neuron.threshold, offset, reset_mode="subtract",
-                                                            initial_potential=0.5, spike_amplitude="threshold"))
+        model.body.set_submodule(
+            name,
+            PotentialCorrectedIF(
+                neuron.threshold, offset, reset_mode="subtract", initial_potential=0.5, spike_amplitude="threshold"
+            ),
+        )
 
 
 def calibrate(graph: nn.Module, batches: list[torch.Tensor], options: CalibrationOptions, encoder) -> SpikingNetwork:
     """Steps 1-3 of the module docstring on a BN-folded ANN graph."""
     steps = options.target_time_steps
-    body = threshold_balance(graph, mmse_thresholds(graph, batches, steps), reset_mode="subtract", initial_potential=0.5)
+    body = threshold_balance(
+        graph, mmse_thresholds(graph, batches, steps), reset_mode="subtract", initial_potential=0.5
+    )
     model = SpikingNetwork(body, encoder).eval()
     images, ann = batches[0], relu_outputs(graph, batches[0])
     correct_biases(model, ann, images, steps)
@@ -171,7 +185,9 @@ def calibrate(graph: nn.Module, batches: list[torch.Tensor], options: Calibratio
     return model
 
 
-@register_method("calibration", family="conversion", paper="Li et al. 2021, ICML, arXiv:2106.06984", options=CalibrationOptions)
+@register_method(
+    "calibration", family="conversion", paper="Li et al. 2021, ICML, arXiv:2106.06984", options=CalibrationOptions
+)
 def build_calibration(context: RunContext) -> SpikingNetwork:
     """The shared ANN converted with MMSE thresholds and calibrated layer by layer for one T."""
     options: CalibrationOptions = context.options
@@ -181,7 +197,11 @@ def build_calibration(context: RunContext) -> SpikingNetwork:
     loader = context.loader("calibration", shuffle=True)
     batches = [images.to(context.device) for images, _ in zip((b for b, _ in loader), range(options.threshold_batches))]
     model = calibrate(graph, batches, options, build_encoder(options.input_coding, context.seed))
-    context.notes.update(epochs=report.epochs, train_wall_s=report.wall_s, time_steps_train=0,
-                         calibration_wall_s=time.perf_counter() - started,
-                         calibration_images=sum(len(images) for images in batches))
+    context.notes.update(
+        epochs=report.epochs,
+        train_wall_s=report.wall_s,
+        time_steps_train=0,
+        calibration_wall_s=time.perf_counter() - started,
+        calibration_images=sum(len(images) for images in batches),
+    )
     return model

@@ -48,10 +48,14 @@ class ConversionOptions:
         if self.calibration_batches < 1:
             raise UserError(f"conversion calibration_batches must be at least 1, got {self.calibration_batches}")
         if not 0 <= self.initial_potential < 1:
-            raise UserError(f"conversion initial_potential is a fraction of the threshold in [0, 1), got {self.initial_potential}")
+            raise UserError(
+                f"conversion initial_potential is a fraction of the threshold in [0, 1), got {self.initial_potential}"
+            )
 
 
-@register_method("conversion", family="conversion", paper="Diehl et al. 2015; Rueckauer et al. 2017", options=ConversionOptions)
+@register_method(
+    "conversion", family="conversion", paper="Diehl et al. 2015; Rueckauer et al. 2017", options=ConversionOptions
+)
 def build_conversion(context: RunContext) -> SpikingModel:
     """The trained ANN converted to IF neurons with calibrated, normalized thresholds."""
     options: ConversionOptions = context.options
@@ -67,12 +71,21 @@ def build_conversion(context: RunContext) -> SpikingModel:
             yield images
 
     body, _ = convert(
-        network, calibration_images(), normalization=options.normalization, statistic=options.statistic,
-        percentile=options.percentile, granularity=options.granularity, max_batches=options.calibration_batches,
-        reset=options.reset, initial_potential=options.initial_potential, device=context.device,
+        network,
+        calibration_images(),
+        normalization=options.normalization,
+        statistic=options.statistic,
+        percentile=options.percentile,
+        granularity=options.granularity,
+        max_batches=options.calibration_batches,
+        reset=options.reset,
+        initial_potential=options.initial_potential,
+        device=context.device,
     )
     context.notes.update(
-        epochs=report.epochs, train_wall_s=report.wall_s, time_steps_train=0,
+        epochs=report.epochs,
+        train_wall_s=report.wall_s,
+        time_steps_train=0,
         calibration_wall_s=time.perf_counter() - started,
         calibration_images=sum(batch_sizes),
     )

@@ -93,7 +93,9 @@ class DirectOptions:
     def __post_init__(self) -> None:
         where = "methods[direct].options"
         if not self.plif_initial_tau > 1:
-            raise UserError(f"{where}.plif_initial_tau must be above 1 (1/tau is the leak rate), got {self.plif_initial_tau}")
+            raise UserError(
+                f"{where}.plif_initial_tau must be above 1 (1/tau is the leak rate), got {self.plif_initial_tau}"
+            )
         if not self.tdbn_alpha > 0:
             raise UserError(f"{where}.tdbn_alpha must be positive, got {self.tdbn_alpha}")
         if not 0 < self.leak <= 1:
@@ -113,23 +115,42 @@ class DirectOptions:
 
 
 def make_neuron(options: DirectOptions) -> LIFNeuron:
-    common = dict(threshold=options.threshold, reset_mode=options.reset, surrogate=options.make_surrogate(),
-                  detach_reset=options.detach_reset)
+    common = dict(
+        threshold=options.threshold,
+        reset_mode=options.reset,
+        surrogate=options.make_surrogate(),
+        detach_reset=options.detach_reset,
+    )
     if options.neuron == "plif":
         return ParametricLIFNeuron(initial_tau=options.plif_initial_tau, **common)
     return LIFNeuron(leak=options.leak if options.neuron == "lif" else 1.0, **common)
 
 
-def spiking_network(ann: nn.Module, options: DirectOptions, seed: int = 0, compile_neurons: bool = False) -> SpikingNetwork:
+def spiking_network(
+    ann: nn.Module, options: DirectOptions, seed: int = 0, compile_neurons: bool = False
+) -> SpikingNetwork:
     """The ANN with neurons for ReLUs, and its batch norms as the options say."""
     replace_relus(ann, lambda name: make_neuron(options))
     if options.batch_norm is False:
         replace_modules(ann, nn.modules.batchnorm._BatchNorm, lambda name, norm: nn.Identity())
     elif options.batch_norm == "tdbn":
-        replace_modules(ann, nn.BatchNorm2d, lambda name, norm: ThresholdDependentBatchNorm(
-            norm.num_features, alpha=options.tdbn_alpha, threshold=options.threshold, eps=norm.eps, momentum=norm.momentum))
-    return SpikingNetwork(ann, build_encoder(options.encoder, seed), checkpoint=options.recompute_activations,
-                          compile_neurons=compile_neurons)
+        replace_modules(
+            ann,
+            nn.BatchNorm2d,
+            lambda name, norm: ThresholdDependentBatchNorm(
+                norm.num_features,
+                alpha=options.tdbn_alpha,
+                threshold=options.threshold,
+                eps=norm.eps,
+                momentum=norm.momentum,
+            ),
+        )
+    return SpikingNetwork(
+        ann,
+        build_encoder(options.encoder, seed),
+        checkpoint=options.recompute_activations,
+        compile_neurons=compile_neurons,
+    )
 
 
 def time_averaged_logits(model: SpikingNetwork, time_steps: int):
@@ -149,12 +170,19 @@ def per_step_outputs(model: SpikingNetwork, time_steps: int):
 
 
 def train_config(train: TrainConfig, options: DirectOptions) -> TrainConfig:
-    overrides = {name: getattr(options, name) for name in ("optimizer", "lr", "epochs") if getattr(options, name) is not None}
+    overrides = {
+        name: getattr(options, name) for name in ("optimizer", "lr", "epochs") if getattr(options, name) is not None
+    }
     return dataclasses.replace(train, **overrides)
 
 
-@register_method("direct", family="direct", paper="Ledinauskas et al. 2020, arXiv:2006.04436", options=DirectOptions,
-                 network=spiking_network)
+@register_method(
+    "direct",
+    family="direct",
+    paper="Ledinauskas et al. 2020, arXiv:2006.04436",
+    options=DirectOptions,
+    network=spiking_network,
+)
 def build_direct(context: RunContext) -> SpikingNetwork:
     """Surrogate-gradient BPTT over T_train steps, BN on input currents over time and batch."""
     return train_direct(context, context.options)
@@ -170,10 +198,16 @@ def train_direct(context: RunContext, options: DirectOptions, name: str = "direc
     key = hash_of([context.fingerprint, context.train, dataclasses.asdict(options)])
     steps = options.time_steps_train
     report = fit(
-        model, time_averaged_logits(model, steps) if loss is None else per_step_outputs(model, steps),
-        context.loader("train", shuffle=True), train, context.device,
-        checkpoint_path=Path(context.cache_dir) / f"{name}-{context.architecture}-{key}.pt", reporter=context.progress,
-        description=f"train {name} {context.architecture} T={steps}", divergence_hint=DIVERGENCE_HINT, loss=loss,
+        model,
+        time_averaged_logits(model, steps) if loss is None else per_step_outputs(model, steps),
+        context.loader("train", shuffle=True),
+        train,
+        context.device,
+        checkpoint_path=Path(context.cache_dir) / f"{name}-{context.architecture}-{key}.pt",
+        reporter=context.progress,
+        description=f"train {name} {context.architecture} T={steps}",
+        divergence_hint=DIVERGENCE_HINT,
+        loss=loss,
     )
     model.reset_state()
     context.notes.update(epochs=report.epochs, time_steps_train=options.time_steps_train, train_wall_s=report.wall_s)

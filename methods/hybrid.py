@@ -62,25 +62,56 @@ def build_hybrid(context: RunContext) -> SpikingNetwork:
     network, ann_report = trained_ann(context)
     started = time.perf_counter()
     images = (batch for batch, _ in context.loader("calibration", shuffle=True))
-    body, _ = convert(network, images, normalization="weight", percentile=options.percentile,
-                      max_batches=options.calibration_batches, reset="subtract",
-                      initial_potential=options.initial_potential, device=context.device)
+    body, _ = convert(
+        network,
+        images,
+        normalization="weight",
+        percentile=options.percentile,
+        max_batches=options.calibration_batches,
+        reset="subtract",
+        initial_potential=options.initial_potential,
+        device=context.device,
+    )
     surrogate = Surrogate(options.surrogate, options.surrogate_width)
-    replace_modules(body, IFNeuron, lambda name, neuron: IFNeuron(
-        neuron.threshold, reset_mode=neuron.reset_mode, initial_potential=neuron.initial_potential,
-        surrogate=surrogate, learn_threshold=options.train_thresholds))
+    replace_modules(
+        body,
+        IFNeuron,
+        lambda name, neuron: IFNeuron(
+            neuron.threshold,
+            reset_mode=neuron.reset_mode,
+            initial_potential=neuron.initial_potential,
+            surrogate=surrogate,
+            learn_threshold=options.train_thresholds,
+        ),
+    )
     model = SpikingNetwork(body, build_encoder(options.encoder, context.seed), compile_neurons=context.compile_neurons)
     model = model.to(context.device)
     conversion_s = time.perf_counter() - started
-    overrides = {"epochs": options.epochs, "lr": options.lr, **({"optimizer": options.optimizer} if options.optimizer else {})}
+    overrides = {
+        "epochs": options.epochs,
+        "lr": options.lr,
+        **({"optimizer": options.optimizer} if options.optimizer else {}),
+    }
     train = dataclasses.replace(context.train, **overrides)
     key = hash_of([context.fingerprint, context.train, dataclasses.asdict(options)])
-    report = fit(model, time_averaged_logits(model, options.time_steps_train), context.loader("train", shuffle=True),
-                 train, context.device, checkpoint_path=Path(context.cache_dir) / f"hybrid-{context.architecture}-{key}.pt",
-                 reporter=context.progress, description=f"fine-tune hybrid {context.architecture} T={options.time_steps_train}",
-                 divergence_hint=DIVERGENCE_HINT)
+    report = fit(
+        model,
+        time_averaged_logits(model, options.time_steps_train),
+        context.loader("train", shuffle=True),
+        train,
+        context.device,
+        checkpoint_path=Path(context.cache_dir) / f"hybrid-{context.architecture}-{key}.pt",
+        reporter=context.progress,
+        description=f"fine-tune hybrid {context.architecture} T={options.time_steps_train}",
+        divergence_hint=DIVERGENCE_HINT,
+    )
     model.reset_state()
-    context.notes.update(epochs=ann_report.epochs + report.epochs, time_steps_train=options.time_steps_train,
-                         train_wall_s=ann_report.wall_s + conversion_s + report.wall_s, ann_epochs=ann_report.epochs,
-                         finetune_epochs=report.epochs, finetune_wall_s=report.wall_s)
+    context.notes.update(
+        epochs=ann_report.epochs + report.epochs,
+        time_steps_train=options.time_steps_train,
+        train_wall_s=ann_report.wall_s + conversion_s + report.wall_s,
+        ann_epochs=ann_report.epochs,
+        finetune_epochs=report.epochs,
+        finetune_wall_s=report.wall_s,
+    )
     return model

@@ -82,9 +82,14 @@ def qcfs_network(ann: nn.Module, options: QCFSOptions) -> nn.Module:
 
 def convert_qcfs(network: nn.Module) -> nn.Module:
     """The spiking body: BN folded, each QCFS activation an IF neuron of threshold lambda from lambda/2."""
-    thresholds = {name: module.threshold.detach().clone() for name, module in network.named_modules()
-                  if isinstance(module, QuantClipFloorShift)}
-    return threshold_balance(fold_batch_norm(with_relus(network)), thresholds, reset_mode="subtract", initial_potential=0.5)
+    thresholds = {
+        name: module.threshold.detach().clone()
+        for name, module in network.named_modules()
+        if isinstance(module, QuantClipFloorShift)
+    }
+    return threshold_balance(
+        fold_batch_norm(with_relus(network)), thresholds, reset_mode="subtract", initial_potential=0.5
+    )
 
 
 def with_relus(network: nn.Module) -> nn.Module:
@@ -104,11 +109,25 @@ def build_qcfs(context: RunContext) -> SpikingNetwork:
     overrides = {name: getattr(options, name) for name in ("epochs", "lr") if getattr(options, name) is not None}
     train = dataclasses.replace(context.train, **overrides)
     key = hash_of([context.fingerprint, train, options.levels, options.initial_lambda])
-    report = fit(network, network, context.loader("train", shuffle=True), train, context.device,
-                 checkpoint_path=Path(context.cache_dir) / f"qcfs-ann-{context.architecture}-{key}.pt",
-                 reporter=context.progress, description=f"train qcfs ann {context.architecture} L={options.levels}")
+    report = fit(
+        network,
+        network,
+        context.loader("train", shuffle=True),
+        train,
+        context.device,
+        checkpoint_path=Path(context.cache_dir) / f"qcfs-ann-{context.architecture}-{key}.pt",
+        reporter=context.progress,
+        description=f"train qcfs ann {context.architecture} L={options.levels}",
+    )
     context.ceiling = AnalogModel(network)
-    context.notes.update(epochs=report.epochs, train_wall_s=report.wall_s, time_steps_train=0,
-                         thresholds={name: round(m.threshold.item(), 4) for name, m in network.named_modules()
-                                     if isinstance(m, QuantClipFloorShift)})
+    context.notes.update(
+        epochs=report.epochs,
+        train_wall_s=report.wall_s,
+        time_steps_train=0,
+        thresholds={
+            name: round(m.threshold.item(), 4)
+            for name, m in network.named_modules()
+            if isinstance(m, QuantClipFloorShift)
+        },
+    )
     return SpikingNetwork(convert_qcfs(network), build_encoder(options.input_coding, context.seed))

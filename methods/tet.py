@@ -38,8 +38,9 @@ class TETOptions(DirectOptions):
             raise UserError(f"methods[tet].options.tet_lambda must be in [0, 1], got {self.tet_lambda}")
 
 
-def tet_loss(outputs: torch.Tensor, labels: torch.Tensor, lam: float, target: float = 1.0,
-             label_smoothing: float = 0.0) -> torch.Tensor:
+def tet_loss(
+    outputs: torch.Tensor, labels: torch.Tensor, lam: float, target: float = 1.0, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """The TET loss of per-step outputs `[T, B, K]` (see the module docstring)."""
     steps = outputs.shape[0]
     per_step = F.cross_entropy(outputs.flatten(0, 1), labels.repeat(steps), label_smoothing=label_smoothing)
@@ -48,8 +49,13 @@ def tet_loss(outputs: torch.Tensor, labels: torch.Tensor, lam: float, target: fl
     return (1 - lam) * per_step + lam * F.mse_loss(outputs, torch.full_like(outputs, target))
 
 
-@register_method("tet", family="direct", paper="Deng et al. 2022, ICLR, arXiv:2202.11946", options=TETOptions,
-                 network=spiking_network)
+@register_method(
+    "tet",
+    family="direct",
+    paper="Deng et al. 2022, ICLR, arXiv:2202.11946",
+    options=TETOptions,
+    network=spiking_network,
+)
 def build_tet(context: RunContext) -> SpikingNetwork:
     """`direct` trained with the TET loss on every time step."""
     options: TETOptions = context.options

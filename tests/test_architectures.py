@@ -90,9 +90,16 @@ def test_vgg_tiny_max_pooling_option():
     assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 3
 
 
-@pytest.mark.parametrize("name, expected_relus", [
-    ("cifar_resnet20", 1 + 2 * 9), ("cifar_resnet18", 1 + 2 * 8), ("resnet18", 1 + 2 * 8), ("resnet50", 1 + 3 * 16), ("cifar_vgg_tiny", 4),
-])
+@pytest.mark.parametrize(
+    "name, expected_relus",
+    [
+        ("cifar_resnet20", 1 + 2 * 9),
+        ("cifar_resnet18", 1 + 2 * 8),
+        ("resnet18", 1 + 2 * 8),
+        ("resnet50", 1 + 3 * 16),
+        ("cifar_vgg_tiny", 4),
+    ],
+)
 def test_relu_count_by_hand(name, expected_relus):
     assert len(_relu_modules(_model(name))) == expected_relus
 
@@ -121,19 +128,21 @@ def test_basic_block_applies_last_relu_after_addition():
     assert torch.allclose(out.flatten(), torch.tensor([0.0, 0.0, 0.0, 3.0]))
 
 
-@pytest.mark.parametrize("name, block_path, last_bn, last_act, shortcut", [
-    ("cifar_resnet8", "layer2.0", "bn2", "act2", "shortcut"),
-    ("resnet18", "layer2.0", "bn2", "act2", "downsample"),
-    ("resnet50", "layer1.1", "bn3", "act3", "downsample"),
-])
+@pytest.mark.parametrize(
+    "name, block_path, last_bn, last_act, shortcut",
+    [
+        ("cifar_resnet8", "layer2.0", "bn2", "act2", "shortcut"),
+        ("resnet18", "layer2.0", "bn2", "act2", "downsample"),
+        ("resnet50", "layer1.1", "bn3", "act3", "downsample"),
+    ],
+)
 def test_block_last_act_sees_branch_plus_shortcut(name, block_path, last_bn, last_act, shortcut):
     block = _model(name).get_submodule(block_path)
     seen = {}
     handles = [
         block.register_forward_pre_hook(lambda _, inputs: seen.update(block_in=inputs[0])),
         getattr(block, last_bn).register_forward_hook(lambda *args: seen.update(branch=args[2].clone())),
-        getattr(block, last_act).register_forward_hook(
-            lambda *args: seen.update(act_in=args[1][0], act_out=args[2])),
+        getattr(block, last_act).register_forward_hook(lambda *args: seen.update(act_in=args[1][0], act_out=args[2])),
         block.register_forward_hook(lambda *args: seen.update(block_out=args[2])),
     ]
     with torch.no_grad():
@@ -148,7 +157,13 @@ def test_block_last_act_sees_branch_plus_shortcut(name, block_path, last_bn, las
 
 def test_list_architectures_wildcards():
     assert list_architectures("cifar_resnet*") == [
-        "cifar_resnet14", "cifar_resnet18", "cifar_resnet20", "cifar_resnet32", "cifar_resnet56", "cifar_resnet8"]
+        "cifar_resnet14",
+        "cifar_resnet18",
+        "cifar_resnet20",
+        "cifar_resnet32",
+        "cifar_resnet56",
+        "cifar_resnet8",
+    ]
     assert set(list_architectures("cifar_*")) >= {"cifar_resnet8", "cifar_vgg_tiny"}
     assert list_architectures("resnet?8") == ["resnet18"]
     assert list_architectures() == sorted(list_architectures())
@@ -159,13 +174,16 @@ def test_unknown_name_lists_registered_names():
         build_architecture("resnet9000", 10)
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(pooling="median"), "avg, max"),
-    (dict(width=0), "width"),
-    (dict(width=-1.5), "width"),
-    (dict(in_channels=0), "in_channels"),
-    (dict(widht=2.0), "widht.*allowed"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(pooling="median"), "avg, max"),
+        (dict(width=0), "width"),
+        (dict(width=-1.5), "width"),
+        (dict(in_channels=0), "in_channels"),
+        (dict(widht=2.0), "widht.*allowed"),
+    ],
+)
 def test_bad_options_raise_user_error(options, message):
     with pytest.raises(UserError, match=message):
         build_architecture("cifar_vgg_tiny", 10, **options)
@@ -177,8 +195,7 @@ def test_timm_resnet_rejects_width_multiplier():
 
 
 def test_none_options_fall_back_to_defaults():
-    model = build_architecture("cifar_vgg_tiny", 4, width=None, pooling=None, in_channels=None,
-                               image_size=None)
+    model = build_architecture("cifar_vgg_tiny", 4, width=None, pooling=None, in_channels=None, image_size=None)
     assert not any(isinstance(m, nn.MaxPool2d) for m in model.modules())
     assert model.features[0].in_channels == 3
 
@@ -192,6 +209,7 @@ def test_width_and_in_channels_change_the_net():
 
 def test_duplicate_registration_raises():
     with pytest.raises(UserError, match="already registered"):
+
         @register_architecture("cifar_resnet8")
         def another_resnet8(num_classes, **options):
             return nn.Linear(1, num_classes)

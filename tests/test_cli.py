@@ -11,23 +11,37 @@ from bench.cli import main
 from bench.records import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--quiet", "--epochs", "1", "--set", "data.train_subset=64", "--set", "data.test_subset=32",
-        "--set", "model.name=cifar_vgg_tiny", "--set", "eval.time_steps=[1,2,4]"]
+TINY = [
+    "--quiet",
+    "--epochs",
+    "1",
+    "--set",
+    "data.train_subset=64",
+    "--set",
+    "data.test_subset=32",
+    "--set",
+    "model.name=cifar_vgg_tiny",
+    "--set",
+    "eval.time_steps=[1,2,4]",
+]
 
 
 def tiny_args(tmp_path) -> list[str]:
     return TINY + ["--results-dir", str(tmp_path / "results"), "--set", f"cache_dir={tmp_path / 'cache'}"]
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--dataset", "nope"], "unknown dataset 'nope'"),
-    (["--methods", "nope"], "unknown method 'nope'"),
-    (["--dataset", "imagenette", "--data-root", "/nonexistent/spikebench"], "/nonexistent/spikebench"),
-    (["--epochs", "-1"], "train.epochs must be 0 or more"),
-    (["--config", "/nonexistent/config.yaml"], "does not exist"),
-    (["--set", "model.name=nonet"], "nonet"),
-    (["--no-such-flag"], "unrecognized arguments"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--dataset", "nope"], "unknown dataset 'nope'"),
+        (["--methods", "nope"], "unknown method 'nope'"),
+        (["--dataset", "imagenette", "--data-root", "/nonexistent/spikebench"], "/nonexistent/spikebench"),
+        (["--epochs", "-1"], "train.epochs must be 0 or more"),
+        (["--config", "/nonexistent/config.yaml"], "does not exist"),
+        (["--set", "model.name=nonet"], "nonet"),
+        (["--no-such-flag"], "unrecognized arguments"),
+    ],
+)
 def test_bad_input_is_one_line_and_status_2(argv, message, tmp_path, capsys):
     assert main(tiny_args(tmp_path) + argv) == 2
     captured = capsys.readouterr()
@@ -37,7 +51,9 @@ def test_bad_input_is_one_line_and_status_2(argv, message, tmp_path, capsys):
 
 
 def test_run_all_script_exits_with_status_2():
-    result = subprocess.run([sys.executable, str(ROOT / "run_all.py"), "--dataset", "nope"], capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run_all.py"), "--dataset", "nope"], capture_output=True, text=True, cwd=ROOT
+    )
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: unknown dataset 'nope'") and "Traceback" not in result.stderr
 
@@ -49,7 +65,8 @@ def test_list_methods(capsys):
 
 def test_plugin_method_appears_in_the_leaderboard(tmp_path, monkeypatch, capsys):
     """A toy method in a module outside `methods/`, loaded through --plugin, gets its own rows."""
-    (tmp_path / "toy_cli_plugin.py").write_text(textwrap.dedent('''
+    (tmp_path / "toy_cli_plugin.py").write_text(
+        textwrap.dedent('''
         from torch import nn
         from bench.spiking import DirectEncoder, IFNeuron, SpikingNetwork, replace_relus
         from bench.api import register_method
@@ -61,7 +78,8 @@ def test_plugin_method_appears_in_the_leaderboard(tmp_path, monkeypatch, capsys)
             replace_relus(body, lambda name: IFNeuron())
             context.notes.update(epochs=0, time_steps_train=0, train_wall_s=0.0)
             return SpikingNetwork(body, DirectEncoder())
-    '''))
+    ''')
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     args = tiny_args(tmp_path) + ["--plugin", "toy_cli_plugin", "--methods", "ann,toy_untrained"]
     assert main(args) == 0
@@ -89,7 +107,10 @@ def test_several_seeds_run_once_each_and_resume(tmp_path, capsys):
     argv = tiny_args(tmp_path) + ["--methods", "ann,direct", "--seeds", "0,1"]
     assert main(argv) == 0
     records = read_records(tmp_path / "results" / "tiny-imagenette" / "records.jsonl")
-    assert sorted(records.groupby("seed")["label"].unique().map(sorted).items()) == [(0, ["ann", "direct"]), (1, ["ann", "direct"])]
+    assert sorted(records.groupby("seed")["label"].unique().map(sorted).items()) == [
+        (0, ["ann", "direct"]),
+        (1, ["ann", "direct"]),
+    ]
     leaderboard = (tmp_path / "results" / "tiny-imagenette" / "leaderboard.md").read_text()
     direct_row = next(line for line in leaderboard.splitlines() if line.startswith("| direct "))
     assert direct_row.count(" ± ") == 3  # T = 1, 2, 4

@@ -15,7 +15,11 @@ def write(tmp_path, text: str):
 
 
 def test_defaults_and_yaml_values(tmp_path):
-    config = load_config(write(tmp_path, "train:\n  epochs: 3\nmethods: [ann, {name: direct, label: d4, options: {time_steps_train: 4}}]\n"))
+    config = load_config(
+        write(
+            tmp_path, "train:\n  epochs: 3\nmethods: [ann, {name: direct, label: d4, options: {time_steps_train: 4}}]\n"
+        )
+    )
     assert isinstance(config, RunConfig)
     assert config.train.epochs == 3 and config.train.optimizer == "sgd"
     assert [spec.display_name for spec in config.methods] == ["ann", "d4"]
@@ -30,16 +34,19 @@ def test_overrides_are_parsed_as_yaml(tmp_path):
     assert config.model.width == 2.0
 
 
-@pytest.mark.parametrize("override,message", [
-    ("train.epochs=-1", "train.epochs must be 0 or more"),
-    ("train.optimizer=adam", "train.optimizer must be one of sgd, adamw"),
-    ("train.epochs=three", "train.epochs must be of type int"),
-    ("train.epoch=3", "unknown key train.'epoch'"),
-    ("nosection.key=1", "unknown key 'nosection'"),
-    ("eval.time_steps=[0,4]", "eval.time_steps must be a non-empty list of positive integers"),
-    ("data.batch_size=true", "data.batch_size must be of type int"),
-    ("notakeyvalue", "must look like section.key=value"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.epochs=-1", "train.epochs must be 0 or more"),
+        ("train.optimizer=adam", "train.optimizer must be one of sgd, adamw"),
+        ("train.epochs=three", "train.epochs must be of type int"),
+        ("train.epoch=3", "unknown key train.'epoch'"),
+        ("nosection.key=1", "unknown key 'nosection'"),
+        ("eval.time_steps=[0,4]", "eval.time_steps must be a non-empty list of positive integers"),
+        ("data.batch_size=true", "data.batch_size must be of type int"),
+        ("notakeyvalue", "must look like section.key=value"),
+    ],
+)
 def test_bad_values_are_refused_with_a_clear_message(override, message):
     with pytest.raises(UserError) as error:
         load_config(None, [override])
@@ -68,7 +75,9 @@ def test_section_hash_changes_with_the_section_only():
     assert base.section_hash("train") != other_train.section_hash("train")
 
 
-SUITE_CONFIGS = [p for p in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")) if p.name != "gradients.yaml"]
+SUITE_CONFIGS = [
+    p for p in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")) if p.name != "gradients.yaml"
+]
 
 
 @pytest.mark.parametrize("path", SUITE_CONFIGS, ids=lambda p: p.name)

@@ -42,7 +42,9 @@ def small_resnet(dtype=torch.float32) -> nn.Module:
     return randomize_batch_norms(build_architecture("cifar_resnet8", 10, width=0.5)).to(dtype)
 
 
-def record_spikes(network: SpikingNetwork, images: torch.Tensor, time_steps: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def record_spikes(
+    network: SpikingNetwork, images: torch.Tensor, time_steps: int
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Binary spike trains `[T*B, ...]` of every neuron layer, and the outputs `[T, B, K]`."""
     trains = {}
     hooks = [
@@ -78,7 +80,9 @@ def test_folding_batch_norm_keeps_the_outputs_of_a_residual_net_with_projections
 
 
 def tiny_config(tmp_path, methods, **model) -> RunConfig:
-    config = RunConfig(seed=0, device="cpu", results_dir=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"), methods=methods)
+    config = RunConfig(
+        seed=0, device="cpu", results_dir=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"), methods=methods
+    )
     config.data = dataclasses.replace(config.data, train_subset=96, test_subset=40, batch_size=32, eval_batch_size=20)
     config.model = dataclasses.replace(config.model, **model)
     config.train = dataclasses.replace(config.train, epochs=1, amp=False)
@@ -121,7 +125,9 @@ def test_percentile_calibration_matches_torch_quantile_on_the_same_activations(g
             network(images)
     for hook in hooks:
         hook.remove()
-    scales = activation_scales(network, batches, statistic="percentile", percentile=99.9, granularity=granularity, max_batches=3)
+    scales = activation_scales(
+        network, batches, statistic="percentile", percentile=99.9, granularity=granularity, max_batches=3
+    )
     for name, outputs in activations.items():
         values = torch.cat(outputs)
         rows = values.transpose(0, 1).flatten(1) if granularity == "channel" else values.reshape(1, -1)
@@ -144,8 +150,10 @@ def test_calibration_uses_only_the_requested_batches_and_never_gives_zero_scales
 
 
 def both_normalizations(graph, scales, **neuron_options):
-    return (SpikingNetwork(normalize(graph, scales, **neuron_options), DirectEncoder()).eval()
-            for normalize in (threshold_balance, weight_normalize))
+    return (
+        SpikingNetwork(normalize(graph, scales, **neuron_options), DirectEncoder()).eval()
+        for normalize in (threshold_balance, weight_normalize)
+    )
 
 
 @pytest.mark.parametrize("granularity", ["layer", "channel"])
@@ -154,7 +162,9 @@ def test_weight_and_threshold_normalization_give_identical_spike_trains(granular
     # not do exactly; in float64 the two must agree spike for spike, in every layer and step.
     ann = small_resnet(torch.float64)
     graph = fold_batch_norm(ann)
-    scales = activation_scales(graph, [torch.randn(16, 3, 32, 32, dtype=torch.float64)], granularity=granularity, max_batches=1)
+    scales = activation_scales(
+        graph, [torch.randn(16, 3, 32, 32, dtype=torch.float64)], granularity=granularity, max_batches=1
+    )
     balanced, normalized = both_normalizations(graph, scales, initial_potential=0.5)
     images = torch.randn(3, 3, 32, 32, dtype=torch.float64)
     balanced_spikes, balanced_outputs = record_spikes(balanced, images, 30)
@@ -219,8 +229,14 @@ def test_if_layer_rate_approaches_relu_with_error_like_one_over_t():
 def test_converted_residual_block_error_falls_as_t_grows():
     torch.manual_seed(0)
     ann = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        BasicBlock(8, 16, stride=2), BasicBlock(16, 16), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        BasicBlock(8, 16, stride=2),
+        BasicBlock(16, 16),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 5),
     )
     ann = randomize_batch_norms(ann)
     images = torch.randn(16, 3, 8, 8)
@@ -238,24 +254,38 @@ def test_converted_residual_block_error_falls_as_t_grows():
 def test_options_are_validated_before_any_work():
     entry = get_method("conversion")
     assert entry.family == "conversion" and "Rueckauer" in entry.paper
-    for bad, message in ((dict(percentile=0), "percentile"), (dict(calibration_batches=0), "calibration_batches"),
-                         (dict(initial_potential=1.0), "initial_potential"), (dict(normalization="layer"), "normalization"),
-                         (dict(thresholds=1), "unknown key")):
+    for bad, message in (
+        (dict(percentile=0), "percentile"),
+        (dict(calibration_batches=0), "calibration_batches"),
+        (dict(initial_potential=1.0), "initial_potential"),
+        (dict(normalization="layer"), "normalization"),
+        (dict(thresholds=1), "unknown key"),
+    ):
         with pytest.raises(UserError, match=message):
             entry.make_options(bad, "methods[conversion].options.")
 
 
 def test_conversion_runs_end_to_end_through_the_suite(tmp_path):
-    config = tiny_config(tmp_path, [
-        MethodSpec("ann"), MethodSpec("conversion"),
-        MethodSpec("conversion", label="conversion-direct-threshold",
-                   options=dict(input_coding="direct", normalization="threshold", granularity="channel")),
-    ], name="cifar_resnet8", width=0.5)
+    config = tiny_config(
+        tmp_path,
+        [
+            MethodSpec("ann"),
+            MethodSpec("conversion"),
+            MethodSpec(
+                "conversion",
+                label="conversion-direct-threshold",
+                options=dict(input_coding="direct", normalization="threshold", granularity="channel"),
+            ),
+        ],
+        name="cifar_resnet8",
+        width=0.5,
+    )
     leaderboard = run_suite(config)
     records = [json.loads(line) for line in (leaderboard.parent / "records.jsonl").read_text().splitlines()]
     converted = [r for r in records if r["method"] == "conversion"]
     assert {(r["label"], r["time_steps"]) for r in converted} == {
-        (label, t) for label in ("conversion", "conversion-direct-threshold") for t in (1, 8, 64)}
+        (label, t) for label in ("conversion", "conversion-direct-threshold") for t in (1, 8, 64)
+    }
     assert all(r["status"] == "ok" and r["family"] == "conversion" and r["time_steps_train"] == 0 for r in converted)
     assert all(r["notes"]["calibration_wall_s"] > 0 and r["notes"]["calibration_images"] == 80 for r in converted)
     # The converted net is the ann's own network: one cached ANN serves both methods.

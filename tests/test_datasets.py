@@ -47,8 +47,10 @@ def write_cifar100(root: Path, train_count: int = 30, test_count: int = 12) -> d
             "batch_label": f"{split} batch",
         }
         (folder / split).write_bytes(pickle.dumps(written[split]))
-    meta = {"fine_label_names": [f"fine{i}" for i in range(100)],
-            "coarse_label_names": [f"coarse{i}" for i in range(20)]}
+    meta = {
+        "fine_label_names": [f"fine{i}" for i in range(100)],
+        "coarse_label_names": [f"coarse{i}" for i in range(20)],
+    }
     (folder / "meta").write_bytes(pickle.dumps(meta))
     return written
 
@@ -68,8 +70,7 @@ def write_image_tree(root: Path, splits=("train", "val"), size=(12, 10), per_cla
 
 def test_list_datasets_has_the_builtin_names():
     names = list_datasets()
-    for name in ("tiny-imagenette", "cifar10", "cifar100", "imagenette", "imagenette-320",
-                 "imagenette-full"):
+    for name in ("tiny-imagenette", "cifar10", "cifar100", "imagenette", "imagenette-320", "imagenette-full"):
         assert name in names
     assert names == sorted(names)
 
@@ -124,8 +125,7 @@ def test_calibration_is_the_train_subset_without_augmentation():
         calibration_image, calibration_label = splits.calibration[index]
         assert torch.equal(image, calibration_image) and label == calibration_label
     augmented = load_dataset("tiny-imagenette", train_subset=30)
-    assert any(not torch.equal(augmented.train[i][0], augmented.calibration[i][0])
-               for i in range(30))
+    assert any(not torch.equal(augmented.train[i][0], augmented.calibration[i][0]) for i in range(30))
 
 
 # --- Tiny Imagenette (shipped) ------------------------------------------------------------------
@@ -212,8 +212,7 @@ def test_folder_dataset_infers_classes_and_size(tmp_path):
     assert len(splits.train) == 6 and len(splits.test) == 6
     image, label = splits.train[4]
     assert image.shape == (3, 10, 10) and label == 1
-    torch.testing.assert_close(denormalize(image, splits.info), torch.full((3, 10, 10), 41.0),
-                               atol=1e-3, rtol=0)
+    torch.testing.assert_close(denormalize(image, splits.info), torch.full((3, 10, 10), 41.0), atol=1e-3, rtol=0)
     resized = load_dataset(f"folder:{tmp_path}", image_size=8, train_subset=2)
     assert resized.train[0][0].shape == (3, 8, 8) and len(resized.train) == 2
 

@@ -56,12 +56,18 @@ def analytic_surrogate(shape: str, x: torch.Tensor, width: float, height: float)
     raise AssertionError(shape)
 
 
-@pytest.mark.parametrize("shape,width,height", [("arctan", 0.7, 1.3), ("triangular", 0.5, 2.0), ("rectangular", 1.5, 0.8)])
+@pytest.mark.parametrize(
+    "shape,width,height", [("arctan", 0.7, 1.3), ("triangular", 0.5, 2.0), ("rectangular", 1.5, 0.8)]
+)
 def test_the_configured_surrogate_is_the_backward_of_every_neuron(shape, width, height):
-    options = DirectOptions(surrogate=shape, surrogate_width=width, surrogate_height=height, threshold=0.6, time_steps_train=1)
+    options = DirectOptions(
+        surrogate=shape, surrogate_width=width, surrogate_height=height, threshold=0.6, time_steps_train=1
+    )
     network = tiny_network(options, "cifar_resnet8")
     neurons = network.spiking_layers()
-    assert {(n.surrogate.shape, n.surrogate.width, n.surrogate.height) for n in neurons.values()} == {(shape, width, height)}
+    assert {(n.surrogate.shape, n.surrogate.width, n.surrogate.height) for n in neurons.values()} == {
+        (shape, width, height)
+    }
     neuron = neurons["body.layer2.0.act1"]  # deep inside: gradient arrives from the rest of the net
     captured = {}
 
@@ -89,15 +95,18 @@ def test_options_switch_neuron_and_batch_norm():
     assert type(network.encoder).__name__ == "PoissonEncoder"
 
 
-@pytest.mark.parametrize("values,message", [
-    ({"surrogate": "nope"}, "unknown surrogate shape 'nope'"),
-    ({"surrogate_width": 0}, "positive"),
-    ({"leak": 1.5}, "leak"),
-    ({"time_steps_train": 0}, "time_steps_train"),
-    ({"neuron": "izhikevich"}, "lif, if"),
-    ({"lr": -1.0}, "lr"),
-    ({"surrogate_widht": 1.0}, "unknown key"),
-])
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"surrogate": "nope"}, "unknown surrogate shape 'nope'"),
+        ({"surrogate_width": 0}, "positive"),
+        ({"leak": 1.5}, "leak"),
+        ({"time_steps_train": 0}, "time_steps_train"),
+        ({"neuron": "izhikevich"}, "lif, if"),
+        ({"lr": -1.0}, "lr"),
+        ({"surrogate_widht": 1.0}, "unknown key"),
+    ],
+)
 def test_bad_options_are_refused_before_any_work(values, message):
     with pytest.raises(UserError, match=message):
         get_method("direct").make_options(values, "methods[direct].options")
@@ -115,13 +124,25 @@ def test_a_nan_loss_is_a_recorded_failure_and_the_suite_goes_on(tmp_path, monkey
         def compute(images):
             model.reset_state()
             return model(images, time_steps).mean(0) * float("nan")
+
         return compute
 
     monkeypatch.setattr(direct, "time_averaged_logits", poisoned)
-    config = load_config(None, [
-        "data.train_subset=32", "data.test_subset=16", "data.batch_size=16", "model.name=cifar_vgg_tiny", "model.width=0.25",
-        "train.epochs=1", "eval.time_steps=[1,2]", f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "device=cpu",
-    ])
+    config = load_config(
+        None,
+        [
+            "data.train_subset=32",
+            "data.test_subset=16",
+            "data.batch_size=16",
+            "model.name=cifar_vgg_tiny",
+            "model.width=0.25",
+            "train.epochs=1",
+            "eval.time_steps=[1,2]",
+            f"results_dir={tmp_path / 'results'}",
+            f"cache_dir={tmp_path / 'cache'}",
+            "device=cpu",
+        ],
+    )
     config.methods = [MethodSpec("direct", label="direct-T2", options={"time_steps_train": 2}), MethodSpec("ann")]
     run_suite(config)
     records = read_records(store_path(config.results_dir, config.data.name))

@@ -61,19 +61,49 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(), reason="needs gloo")
+@pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(), reason="needs gloo"
+)
 def test_two_processes_train_identical_replicas_and_write_one_set_of_records(tmp_path):
     (tmp_path / "replica_plugin.py").write_text(PLUGIN)
     results = tmp_path / "results"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-        str(ROOT / "run_all.py"), "--dataset", "tiny-imagenette", "--methods", "replica_ann,replica_direct",
-        "--plugin", "replica_plugin", "--epochs", "1", "--device", "cpu", "--results-dir", str(results), "--quiet",
-        "--set", "data.train_subset=64", "--set", "data.test_subset=32", "--set", "model.name=cifar_vgg_tiny",
-        "--set", "eval.time_steps=[1,2]", "--set", f"cache_dir={tmp_path / 'cache'}",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+        str(ROOT / "run_all.py"),
+        "--dataset",
+        "tiny-imagenette",
+        "--methods",
+        "replica_ann,replica_direct",
+        "--plugin",
+        "replica_plugin",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--results-dir",
+        str(results),
+        "--quiet",
+        "--set",
+        "data.train_subset=64",
+        "--set",
+        "data.test_subset=32",
+        "--set",
+        "model.name=cifar_vgg_tiny",
+        "--set",
+        "eval.time_steps=[1,2]",
+        "--set",
+        f"cache_dir={tmp_path / 'cache'}",
     ]
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "SPIKEBENCH_TEST_OUT": str(tmp_path),
-                   "OMP_NUM_THREADS": "1"}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+        "SPIKEBENCH_TEST_OUT": str(tmp_path),
+        "OMP_NUM_THREADS": "1",
+    }
     done = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -85,7 +115,11 @@ def test_two_processes_train_identical_replicas_and_write_one_set_of_records(tmp
     lines = (results / "tiny-imagenette" / "records.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     assert sorted((r["label"], r["time_steps"]) for r in records) == [
-        ("replica_ann", 1), ("replica_ann", 2), ("replica_direct", 1), ("replica_direct", 2)]
+        ("replica_ann", 1),
+        ("replica_ann", 2),
+        ("replica_direct", 1),
+        ("replica_direct", 2),
+    ]
     assert len({r["run_id"] for r in records}) == 1
     assert all(r["status"] == "ok" for r in records)
     assert (results / "tiny-imagenette" / "leaderboard.md").is_file()
@@ -125,8 +159,13 @@ def _shard_problem():
 def test_sharded_evaluation_adds_up_to_the_whole_test_set(tmp_path):
     torch.multiprocessing.spawn(_evaluate_shard, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     images, labels, model = _shard_problem()
-    whole = evaluate(model, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=3),
-                     [1, 3], torch.device("cpu"), num_classes=4)
+    whole = evaluate(
+        model,
+        torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=3),
+        [1, 3],
+        torch.device("cpu"),
+        num_classes=4,
+    )
     for rank in (0, 1):
         gathered = torch.load(tmp_path / f"evaluation-{rank}.pt", weights_only=False)
         assert gathered.num_samples == 10

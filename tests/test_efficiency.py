@@ -27,7 +27,9 @@ def brute_force_sops(conv: nn.Conv2d, events: torch.Tensor) -> int:
     return total * conv.out_channels
 
 
-@pytest.mark.parametrize("kernel,stride,padding,size", [(3, 2, 1, 7), (3, 1, 1, 5), (5, 2, 2, 8), (1, 2, 0, 6), (3, 3, 0, 8)])
+@pytest.mark.parametrize(
+    "kernel,stride,padding,size", [(3, 2, 1, 7), (3, 1, 1, 5), (5, 2, 2, 8), (1, 2, 0, 6), (3, 3, 0, 8)]
+)
 def test_sops_of_a_strided_padded_conv_equal_a_brute_force_count(kernel, stride, padding, size):
     torch.manual_seed(kernel + stride + size)
     conv = nn.Conv2d(2, 3, kernel, stride=stride, padding=padding)
@@ -49,10 +51,20 @@ def test_fan_out_map_by_hand():
 def test_macs_of_a_known_architecture_equal_a_hand_count():
     network = build_architecture("cifar_resnet8", 10).eval()
     # stem 3->16 at 32x32; stage 1: two 16->16; stage 2: 16->32 s2, 32->32, 1x1 projection; stage 3 alike; fc.
-    hand = (32 * 32 * 16 * 27 + 2 * 32 * 32 * 16 * 144
-            + 16 * 16 * 32 * 144 + 16 * 16 * 32 * 288 + 16 * 16 * 32 * 16
-            + 8 * 8 * 64 * 288 + 8 * 8 * 64 * 576 + 8 * 8 * 64 * 32 + 64 * 10)
-    evaluation = evaluate(AnalogModel(network), [(torch.randn(2, 3, 32, 32), torch.zeros(2, dtype=torch.long))], [1, 8], CPU)
+    hand = (
+        32 * 32 * 16 * 27
+        + 2 * 32 * 32 * 16 * 144
+        + 16 * 16 * 32 * 144
+        + 16 * 16 * 32 * 288
+        + 16 * 16 * 32 * 16
+        + 8 * 8 * 64 * 288
+        + 8 * 8 * 64 * 576
+        + 8 * 8 * 64 * 32
+        + 64 * 10
+    )
+    evaluation = evaluate(
+        AnalogModel(network), [(torch.randn(2, 3, 32, 32), torch.zeros(2, dtype=torch.long))], [1, 8], CPU
+    )
     assert evaluation.dense_macs_per_sample == hand == 12_501_632
     assert evaluation.macs == {1: hand, 8: hand}  # an ANN computes once, whatever T
     assert evaluation.sops == {1: 0.0, 8: 0.0}
@@ -97,7 +109,9 @@ def test_sops_from_recorded_spike_maps_equal_a_fresh_count_of_every_input(monkey
     body = build_architecture("cifar_resnet8", 10)
     replace_relus(body, lambda name: LIFNeuron(threshold=0.5, leak=0.9))
     model = SpikingNetwork(body, DirectEncoder()).eval().to(memory_format=torch.channels_last)
-    loader = [(torch.randn(3, 3, 16, 16).contiguous(memory_format=torch.channels_last), torch.zeros(3, dtype=torch.long))]
+    loader = [
+        (torch.randn(3, 3, 16, 16).contiguous(memory_format=torch.channels_last), torch.zeros(3, dtype=torch.long))
+    ]
     used = []
     recorded = OperationCounter._recorded_spikes
 

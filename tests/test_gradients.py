@@ -10,11 +10,22 @@ from bench.studies.gradient_report import DEPTH_PLOT, TIME_PLOT, write_report
 from bench.studies.gradients import SurrogateSetting, _summarize, classify, load_study_config, run_study
 
 
-@pytest.mark.parametrize("ratio,finite,flag", [
-    (1e3, True, "exploding"), (101.0, True, "exploding"), (100.0, True, "stable"), (1.0, True, "stable"),
-    (0.01, True, "stable"), (0.009, True, "vanishing"), (0.0, True, "vanishing"),
-    (None, True, "silent"), (float("inf"), True, "exploding"), (1.0, False, "exploding"), (None, False, "exploding"),
-])
+@pytest.mark.parametrize(
+    "ratio,finite,flag",
+    [
+        (1e3, True, "exploding"),
+        (101.0, True, "exploding"),
+        (100.0, True, "stable"),
+        (1.0, True, "stable"),
+        (0.01, True, "stable"),
+        (0.009, True, "vanishing"),
+        (0.0, True, "vanishing"),
+        (None, True, "silent"),
+        (float("inf"), True, "exploding"),
+        (1.0, False, "exploding"),
+        (None, False, "exploding"),
+    ],
+)
 def test_flags_follow_the_documented_thresholds(ratio, finite, flag):
     assert classify(ratio, exploding_ratio=100.0, vanishing_ratio=0.01, finite=finite) == flag
 
@@ -28,9 +39,13 @@ class _Probe:
 def test_the_ratio_is_first_over_last_layer_norm_averaged_over_steps():
     config = load_study_config(None, [])
     layer_norms = [[300.0, 5.0, 1.0], [500.0, 5.0, 3.0]]  # means 400 and 2: ratio 200
-    record = _summarize(config, SurrogateSetting("rectangular", 4.0), _Probe(), layer_norms, [[1.0, 2.0]] * 2, [2.3, 2.2], 2.1, True)
+    record = _summarize(
+        config, SurrogateSetting("rectangular", 4.0), _Probe(), layer_norms, [[1.0, 2.0]] * 2, [2.3, 2.2], 2.1, True
+    )
     assert record["ratio"] == pytest.approx(200.0) and record["flag"] == "exploding" and record["status"] == "ok"
-    record = _summarize(config, SurrogateSetting(), _Probe(), [[1.0, 1.0, 1.0]], [[1.0, 2.0]], [2.3, float("nan")], float("nan"), True)
+    record = _summarize(
+        config, SurrogateSetting(), _Probe(), [[1.0, 1.0, 1.0]], [[1.0, 2.0]], [2.3, float("nan")], float("nan"), True
+    )
     assert record["status"] == "diverged" and record["loss_after"] is None and record["losses"] == [2.3, None]
     assert record["flag"] == "exploding"
     record = _summarize(config, SurrogateSetting(), _Probe(), [[0.5, 0.1, 0.0]], [[1.0, 2.0]], [2.3], 2.3, True)
@@ -38,11 +53,22 @@ def test_the_ratio_is_first_over_last_layer_norm_averaged_over_steps():
 
 
 def tiny_study(tmp_path, *extra):
-    return load_study_config(None, [
-        "model.name=cifar_vgg_tiny", "model.width=0.25", "data.train_subset=48", "data.batch_size=8", "steps=2",
-        "direct.time_steps_train=2", "sweep.shapes=[triangular]", "sweep.widths=[0.05,1.0]", "sweep.batch_norm=[true]",
-        f"results_dir={tmp_path}", *extra,
-    ])
+    return load_study_config(
+        None,
+        [
+            "model.name=cifar_vgg_tiny",
+            "model.width=0.25",
+            "data.train_subset=48",
+            "data.batch_size=8",
+            "steps=2",
+            "direct.time_steps_train=2",
+            "sweep.shapes=[triangular]",
+            "sweep.widths=[0.05,1.0]",
+            "sweep.batch_norm=[true]",
+            f"results_dir={tmp_path}",
+            *extra,
+        ],
+    )
 
 
 def test_study_writes_records_and_a_report_that_rebuilds_identically(tmp_path):
@@ -56,7 +82,10 @@ def test_study_writes_records_and_a_report_that_rebuilds_identically(tmp_path):
         assert record["layers"][0] == "body.features.0" and record["layers"][-1] == "body.fc"
         assert len(record["layer_grad_norms"]) == 2 and len(record["layer_grad_norms"][0]) == len(record["layers"])
         assert len(record["time_grad_norms"][0]) == 2  # one norm per time step
-        assert len(record["neuron_layers"]) == 4 and record["neuron_layers"][0] == record["time_layer"] == "body.features.2"
+        assert (
+            len(record["neuron_layers"]) == 4
+            and record["neuron_layers"][0] == record["time_layer"] == "body.features.2"
+        )
         assert len(record["firing_rates"]) == 4 and 0 < record["firing_rates"][0] < 1
         assert record["flag"] == classify(record["ratio"], 100.0, 0.01)
     narrow, moderate = records
@@ -74,13 +103,16 @@ def test_study_writes_records_and_a_report_that_rebuilds_identically(tmp_path):
     assert len((study_dir / "records.jsonl").read_text().splitlines()) == 2
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--set", "sweep.shapes=[nope]"], "unknown surrogate shape 'nope'"),
-    (["--steps", "0"], "steps must be at least 1"),
-    (["--set", "sweep.widths=[-1]"], "positive"),
-    (["--set", "nope=1"], "unknown key 'nope'"),
-    (["--arch", "nonet", "--set", "results_dir=RESULTS"], "unknown architecture 'nonet'"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--set", "sweep.shapes=[nope]"], "unknown surrogate shape 'nope'"),
+        (["--steps", "0"], "steps must be at least 1"),
+        (["--set", "sweep.widths=[-1]"], "positive"),
+        (["--set", "nope=1"], "unknown key 'nope'"),
+        (["--arch", "nonet", "--set", "results_dir=RESULTS"], "unknown architecture 'nonet'"),
+    ],
+)
 def test_mistakes_end_as_one_line_and_status_2(argv, message, tmp_path, capsys):
     assert gradients.main([arg.replace("RESULTS", str(tmp_path)) for arg in argv]) == 2
     error = capsys.readouterr().err

@@ -12,8 +12,14 @@ CPU = torch.device("cpu")
 def two_layer_snn() -> SpikingNetwork:
     torch.manual_seed(0)
     body = nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(6 * 2 * 2, 7),
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(6, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(6 * 2 * 2, 7),
     )
     replace_relus(body, lambda name: IFNeuron(threshold=0.3))
     return SpikingNetwork(body, DirectEncoder()).eval()
@@ -52,7 +58,10 @@ def test_spike_counts_equal_the_sum_of_neuron_outputs():
     images = loader[0][0]
     neurons = model.spiking_layers()
     outputs = {}
-    hooks = [n.register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o.detach().clone())) for name, n in neurons.items()]
+    hooks = [
+        n.register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o.detach().clone()))
+        for name, n in neurons.items()
+    ]
     with torch.no_grad():
         model.reset_state()
         model(images, 6)

@@ -95,8 +95,16 @@ def test_tdbn_scales_the_normalized_current_by_alpha_times_threshold():
 
 def small_ann() -> nn.Module:
     torch.manual_seed(1)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
-                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    ).eval()
 
 
 def test_bias_correction_moves_the_mean_snn_output_onto_the_mean_ann_activation():
@@ -104,7 +112,9 @@ def test_bias_correction_moves_the_mean_snn_output_onto_the_mean_ann_activation(
     torch.manual_seed(5)
     images = torch.randn(16, 3, 6, 6)
     steps = 2  # few steps: a large flooring error to correct
-    body = threshold_balance(graph, mmse_thresholds(graph, [images], steps), reset_mode="subtract", initial_potential=0.5)
+    body = threshold_balance(
+        graph, mmse_thresholds(graph, [images], steps), reset_mode="subtract", initial_potential=0.5
+    )
     model = SpikingNetwork(body, DirectEncoder()).eval()
     ann = relu_outputs(graph, images)
     before = output_gap(model, ann, "2", images, steps).mean((1, 2))  # per channel of the first layer
@@ -119,21 +129,42 @@ def test_bias_correction_moves_the_mean_snn_output_onto_the_mean_ann_activation(
 def test_advanced_calibration_corrects_each_neuron_potential():
     graph = fold_batch_norm(small_ann())
     images = torch.randn(16, 3, 6, 6)
-    model = calibrate(graph, [images], CalibrationOptions(pipeline="advanced", target_time_steps=8,
-                                                          threshold_batches=1), DirectEncoder())
+    model = calibrate(
+        graph,
+        [images],
+        CalibrationOptions(pipeline="advanced", target_time_steps=8, threshold_batches=1),
+        DirectEncoder(),
+    )
     offsets = [m.offset for m in model.spiking_layers().values()]
     assert len(offsets) == 2 and offsets[0].shape == (4, 6, 6) and any(o.abs().sum() > 0 for o in offsets)
 
 
 def test_every_new_method_end_to_end_with_its_rows_in_the_leaderboard(tmp_path):
-    methods = ("[ann, conversion, {name: qcfs, options: {epochs: 1}}, {name: calibration, options: {target_time_steps: 4}},"
-               " tet, {name: hybrid, options: {epochs: 1, time_steps_train: 2}},"
-               " {name: direct, label: direct-tdbn, options: {batch_norm: tdbn}},"
-               " {name: direct, label: direct-plif, options: {neuron: plif}}]")
-    args = ["--quiet", "--epochs", "1", "--set", f"methods={methods}", "--set", "data.train_subset=64",
-            "--set", "data.test_subset=20", "--set", "model.width=0.25", "--set", "eval.time_steps=[1,4]",
-            "--results-dir", str(tmp_path / "results"),
-            "--set", f"cache_dir={tmp_path / 'cache'}"]
+    methods = (
+        "[ann, conversion, {name: qcfs, options: {epochs: 1}}, {name: calibration, options: {target_time_steps: 4}},"
+        " tet, {name: hybrid, options: {epochs: 1, time_steps_train: 2}},"
+        " {name: direct, label: direct-tdbn, options: {batch_norm: tdbn}},"
+        " {name: direct, label: direct-plif, options: {neuron: plif}}]"
+    )
+    args = [
+        "--quiet",
+        "--epochs",
+        "1",
+        "--set",
+        f"methods={methods}",
+        "--set",
+        "data.train_subset=64",
+        "--set",
+        "data.test_subset=20",
+        "--set",
+        "model.width=0.25",
+        "--set",
+        "eval.time_steps=[1,4]",
+        "--results-dir",
+        str(tmp_path / "results"),
+        "--set",
+        f"cache_dir={tmp_path / 'cache'}",
+    ]
     assert main(args) == 0
     leaderboard = (tmp_path / "results" / "tiny-imagenette" / "leaderboard.md").read_text()
     for label in ("qcfs", "qcfs-ann", "calibration", "tet", "hybrid", "direct-tdbn", "direct-plif"):

@@ -13,9 +13,27 @@ def test_readme_method_example_runs(tmp_path, monkeypatch):
     example = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
     (tmp_path / "readme_example_method.py").write_text(example)
     monkeypatch.syspath_prepend(str(tmp_path))
-    args = ["--quiet", "--epochs", "1", "--plugin", "readme_example_method", "--methods", "ann,scaled_threshold",
-            "--set", "data.train_subset=64", "--set", "data.test_subset=32", "--set", "model.name=cifar_vgg_tiny",
-            "--set", "eval.time_steps=[1,8]", "--results-dir", str(tmp_path / "results"), "--set", f"cache_dir={tmp_path / 'cache'}"]
+    args = [
+        "--quiet",
+        "--epochs",
+        "1",
+        "--plugin",
+        "readme_example_method",
+        "--methods",
+        "ann,scaled_threshold",
+        "--set",
+        "data.train_subset=64",
+        "--set",
+        "data.test_subset=32",
+        "--set",
+        "model.name=cifar_vgg_tiny",
+        "--set",
+        "eval.time_steps=[1,8]",
+        "--results-dir",
+        str(tmp_path / "results"),
+        "--set",
+        f"cache_dir={tmp_path / 'cache'}",
+    ]
     assert main(args) == 0
     leaderboard = (tmp_path / "results" / "tiny-imagenette" / "leaderboard.md").read_text()
     assert "| scaled_threshold " in leaderboard
@@ -50,7 +68,8 @@ def test_readme_speed_numbers_match_the_committed_benchmarks():
     deeper = json.loads((results / "perf_cifar_resnet20.json").read_text())
     section = " ".join(README.read_text().split("## Speed")[1].split("## Test")[0].split())
     expected = [
-        f"cost {perf['training']['fused']['ratio']:.2f} times 4 ANN steps ({perf['training']['compiled']['ratio']:.2f} compiled)",
+        f"cost {perf['training']['fused']['ratio']:.2f} times 4 ANN steps "
+        f"({perf['training']['compiled']['ratio']:.2f} compiled)",
         f"curve to T = 1000 {perf['curve']['fused']['ratio']:.2f} times 1000 ANN forwards",
         f"({perf['spikingjelly']['ratio']:.2f} there)",
         f"curve {tunables['curve']['fused']['ratio']:.2f})",

@@ -52,13 +52,15 @@ def test_options_are_validated_against_the_registered_dataclass():
 
 def test_entry_point_plugins_are_found(tmp_path, monkeypatch):
     """A package outside the repo registers through the `spikebench.methods` entry-point group."""
-    (tmp_path / "toy_entry_point_plugin.py").write_text(textwrap.dedent('''
+    (tmp_path / "toy_entry_point_plugin.py").write_text(
+        textwrap.dedent('''
         from bench.api import register_method
 
         @register_method("toy_from_entry_point", family="conversion", paper="nobody")
         def build(context):
             """Registered from an installed distribution."""
-    '''))
+    ''')
+    )
     dist_info = tmp_path / "toy_plugin-0.1.dist-info"
     dist_info.mkdir()
     (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-plugin\nVersion: 0.1\n")

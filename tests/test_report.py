@@ -12,12 +12,36 @@ from bench.report import latency_to, latest_rows, main, rebuild_all, reported_da
 
 def record(label, family, t, top1, run="20260101T000000Z-aaaaaa", **extra):
     return {
-        "dataset": "cifar100", "label": label, "method": label, "family": family, "architecture": "cifar_resnet8",
-        "time_steps": t, "top1": top1, "top5": min(1.0, top1 + 0.2), "status": "ok", "run_id": run, "setting": "",
-        "spikes_per_neuron": 0.1 * t, "sops_per_sample": 1e6 * t, "macs_per_sample": 1e5 * t, "energy_uj": 1.0 * t,
-        "ann_energy_uj": 50.0, "firing_rates": {"act1": 0.1, "layer1.act": 0.2}, "epochs": 2, "time_steps_train": 4,
-        "train_wall_s": 12.0, "eval_wall_s": 3.0, "commit": "abc123", "hardware": "cpu", "device": "cpu",
-        "train_size": 100, "test_size": 50, "seed": 0, "versions": {"torch": "2"}, "setting_hash": label, **extra,
+        "dataset": "cifar100",
+        "label": label,
+        "method": label,
+        "family": family,
+        "architecture": "cifar_resnet8",
+        "time_steps": t,
+        "top1": top1,
+        "top5": min(1.0, top1 + 0.2),
+        "status": "ok",
+        "run_id": run,
+        "setting": "",
+        "spikes_per_neuron": 0.1 * t,
+        "sops_per_sample": 1e6 * t,
+        "macs_per_sample": 1e5 * t,
+        "energy_uj": 1.0 * t,
+        "ann_energy_uj": 50.0,
+        "firing_rates": {"act1": 0.1, "layer1.act": 0.2},
+        "epochs": 2,
+        "time_steps_train": 4,
+        "train_wall_s": 12.0,
+        "eval_wall_s": 3.0,
+        "commit": "abc123",
+        "hardware": "cpu",
+        "device": "cpu",
+        "train_size": 100,
+        "test_size": 50,
+        "seed": 0,
+        "versions": {"torch": "2"},
+        "setting_hash": label,
+        **extra,
     }
 
 
@@ -25,7 +49,15 @@ def write_store(folder):
     rows = [record("ann", "reference", t, 0.60, energy_uj=50.0, sops_per_sample=0.0) for t in (1, 10, 100)]
     rows += [record("direct", "direct", t, acc) for t, acc in ((1, 0.30), (10, 0.58), (100, 0.595))]
     rows += [record("conversion", "conversion", t, acc) for t, acc in ((1, 0.01), (10, 0.2), (100, 0.59))]
-    rows.append({**record("broken", "direct", 1, 0.0), "time_steps": None, "top1": None, "status": "failed", "error": "loss became nan"})
+    rows.append(
+        {
+            **record("broken", "direct", 1, 0.0),
+            "time_steps": None,
+            "top1": None,
+            "status": "failed",
+            "error": "loss became nan",
+        }
+    )
     append_records(folder / "records.jsonl", rows)
 
 
@@ -73,7 +105,10 @@ def test_efficiency_columns_and_sorting(tmp_path):
 def test_newest_run_wins_and_index_lists_leaderboards(tmp_path):
     folder = tmp_path / "cifar100"
     write_store(folder)
-    append_records(folder / "records.jsonl", [record("direct", "direct", t, 0.5, run="20270101T000000Z-bbbbbb") for t in (1, 10, 100)])
+    append_records(
+        folder / "records.jsonl",
+        [record("direct", "direct", t, 0.5, run="20270101T000000Z-bbbbbb") for t in (1, 10, 100)],
+    )
     paths = rebuild_all(tmp_path, at=10)
     text = (folder / "leaderboard.md").read_text()
     assert "50.00" in text and "58.00" not in text
@@ -110,11 +145,28 @@ def test_reported_dataset_names():
 def test_several_seeds_show_mean_and_sample_spread(tmp_path):
     folder = tmp_path / "cifar100"
     write_store(folder)  # seed 0: direct 30.0, 58.0, 59.5
-    later = [record("direct", "direct", t, acc, run=f"2027010{seed}T000000Z-cccccc", seed=seed,
-                    firing_rates={"act1": 0.1 * seed - 0.05, "layer1.act": 0.2})
-             for seed, accuracies in ((1, (0.40, 0.60, 0.60)), (2, (0.50, 0.62, 0.605))) for t, acc in zip((1, 10, 100), accuracies)]
-    later.append({**record("direct", "direct", 1, 0.0, run="20270103T000000Z-dddddd", seed=3), "time_steps": None,
-                  "top1": None, "status": "failed", "error": "loss became nan"})  # a failed seed is left out
+    later = [
+        record(
+            "direct",
+            "direct",
+            t,
+            acc,
+            run=f"2027010{seed}T000000Z-cccccc",
+            seed=seed,
+            firing_rates={"act1": 0.1 * seed - 0.05, "layer1.act": 0.2},
+        )
+        for seed, accuracies in ((1, (0.40, 0.60, 0.60)), (2, (0.50, 0.62, 0.605)))
+        for t, acc in zip((1, 10, 100), accuracies)
+    ]
+    later.append(
+        {
+            **record("direct", "direct", 1, 0.0, run="20270103T000000Z-dddddd", seed=3),
+            "time_steps": None,
+            "top1": None,
+            "status": "failed",
+            "error": "loss became nan",
+        }
+    )  # a failed seed is left out
     append_records(folder / "records.jsonl", later)
     rows = latest_rows(read_records(folder / "records.jsonl"))
     direct = rows[rows["label"] == "direct"].set_index("time_steps")
@@ -131,7 +183,9 @@ def test_several_seeds_show_mean_and_sample_spread(tmp_path):
 
 def test_commit_is_dirty_for_changed_code_but_not_for_changed_results(tmp_path):
     def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True
+        )
 
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "records.jsonl").write_text("{}\n")

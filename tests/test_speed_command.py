@@ -13,8 +13,24 @@ def test_speed_command_writes_ratios_it_measured(tmp_path, capsys, monkeypatch):
     for name in speed.ALLOCATOR_ENV:
         monkeypatch.delenv(name, raising=False)
     output = tmp_path / "perf.md"
-    status = speed.main(["--image-size", "8", "--batch-size", "4", "--time-max", "6", "--repeats", "1",
-                         "--memory-steps", "", "--variants", "plain,fused", "--output", str(output)])
+    status = speed.main(
+        [
+            "--image-size",
+            "8",
+            "--batch-size",
+            "4",
+            "--time-max",
+            "6",
+            "--repeats",
+            "1",
+            "--memory-steps",
+            "",
+            "--variants",
+            "plain,fused",
+            "--output",
+            str(output),
+        ]
+    )
     assert status == 0
     result = json.loads(output.with_suffix(".json").read_text())
     for variant in ("plain", "fused"):
@@ -39,7 +55,10 @@ def test_allocator_settings_from_the_environment_are_named_in_the_command(monkey
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_max=0")
     assert speed.allocator_settings() == "GLIBC_TUNABLES=glibc.malloc.mmap_max=0"
-    assert speed._command(["--repeats", "3"]) == "GLIBC_TUNABLES=glibc.malloc.mmap_max=0 python -m bench.studies.speed --repeats 3"
+    assert (
+        speed._command(["--repeats", "3"])
+        == "GLIBC_TUNABLES=glibc.malloc.mmap_max=0 python -m bench.studies.speed --repeats 3"
+    )
 
 
 def test_speed_command_refuses_an_unknown_variant(capsys):

@@ -45,12 +45,18 @@ def assert_same(fused: torch.Tensor, plain: torch.Tensor) -> None:
 
 
 @pytest.mark.parametrize("shape", list_surrogates())
-@pytest.mark.parametrize("reset,leak,detach_reset", list(itertools.product(["subtract", "zero"], [1.0, 0.8], [False, True])))
+@pytest.mark.parametrize(
+    "reset,leak,detach_reset", list(itertools.product(["subtract", "zero"], [1.0, 0.8], [False, True]))
+)
 def test_fused_loop_matches_plain_loop(shape, reset, leak, detach_reset):
     torch.manual_seed(0)
     fused, plain = neuron_pair(
-        leak=leak, reset_mode=reset, detach_reset=detach_reset, surrogate=Surrogate(shape, width=1.5, height=0.7),
-        threshold=torch.tensor([0.6, 0.9, 1.0, 1.3]), initial_potential=0.3,
+        leak=leak,
+        reset_mode=reset,
+        detach_reset=detach_reset,
+        surrogate=Surrogate(shape, width=1.5, height=0.7),
+        threshold=torch.tensor([0.6, 0.9, 1.0, 1.3]),
+        initial_potential=0.3,
     )
     currents = torch.randn(STEPS, BATCH, CHANNELS, 2, 2) * 0.8 + 0.3
     upstream = torch.randn(STEPS, BATCH, CHANNELS, 2, 2)
@@ -107,7 +113,9 @@ def spiking_copy(ann: nn.Module, encoder: nn.Module, **options) -> SpikingNetwor
     return SpikingNetwork(body, encoder, **options)
 
 
-def train_step(model: SpikingNetwork, images: torch.Tensor, time_steps: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def train_step(
+    model: SpikingNetwork, images: torch.Tensor, time_steps: int
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     model.train()
     model.reset_state()
     outputs = model(images, time_steps)
@@ -174,7 +182,9 @@ def test_poisson_input_never_uses_the_prefix():
     assert not network.uses_constant_prefix
 
 
-@pytest.mark.parametrize("architecture", ["cifar_resnet8", "cifar_vgg_tiny"])  # residual blocks; a Sequential cut at neurons
+@pytest.mark.parametrize(
+    "architecture", ["cifar_resnet8", "cifar_vgg_tiny"]
+)  # residual blocks; a Sequential cut at neurons
 def test_checkpointing_matches_stored_activations(architecture):
     torch.manual_seed(5)
     ann = build_architecture(architecture, 10, width=0.5)
@@ -214,18 +224,30 @@ def test_harness_numbers_do_not_depend_on_the_prefix():
     torch.manual_seed(7)
     ann = build_architecture("cifar_resnet8", 10, width=0.5)
     images, labels = torch.randn(5, 3, 32, 32), torch.randint(0, 10, (5,))
-    results = [evaluate(spiking_copy(ann, DirectEncoder(), constant_prefix=prefix), [(images, labels)], [1, 3, 8],
-                        torch.device("cpu"), chunk_size=3) for prefix in (True, False)]
+    results = [
+        evaluate(
+            spiking_copy(ann, DirectEncoder(), constant_prefix=prefix),
+            [(images, labels)],
+            [1, 3, 8],
+            torch.device("cpu"),
+            chunk_size=3,
+        )
+        for prefix in (True, False)
+    ]
     for field in ("top1", "sops", "macs", "spikes_per_neuron", "firing_rates"):
         assert getattr(results[0], field) == getattr(results[1], field), field
 
 
-@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile needs a C++ compiler on CPU")
+@pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile needs a C++ compiler on CPU"
+)
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
 def test_compiled_kernels_match_the_plain_loop(reset):
     torch.manual_seed(8)
     threshold = torch.tensor([0.6, 0.9, 1.0, 1.3])
-    fast, plain = neuron_pair(leak=0.8, reset_mode=reset, threshold=threshold, surrogate=Surrogate("fast_sigmoid", 0.8, 1.2))
+    fast, plain = neuron_pair(
+        leak=0.8, reset_mode=reset, threshold=threshold, surrogate=Surrogate("fast_sigmoid", 0.8, 1.2)
+    )
     currents = torch.randn(STEPS, BATCH, CHANNELS, 2, 2).contiguous(memory_format=torch.contiguous_format) * 0.8 + 0.3
     upstream = torch.randn(STEPS, BATCH, CHANNELS, 2, 2)
     fast_out, fast_grad = run(fast, currents, upstream, compiled=True)

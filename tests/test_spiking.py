@@ -1,6 +1,5 @@
 """Spiking core: neuron traces computed by hand, surrogate derivatives, encoders, state handling."""
 
-
 import pytest
 import torch
 from torch import nn
@@ -76,11 +75,14 @@ def test_state_of_another_batch_shape_is_refused():
         neuron(torch.zeros(4, 3))
 
 
-@pytest.mark.parametrize("shape,primitive", [
-    ("sigmoid", lambda x, w, h: 4 * h * w * torch.sigmoid(x / w)),
-    ("arctan", lambda x, w, h: h * w * torch.atan(x / w)),
-    ("fast_sigmoid", lambda x, w, h: h * x / (1 + x.abs() / w)),
-])
+@pytest.mark.parametrize(
+    "shape,primitive",
+    [
+        ("sigmoid", lambda x, w, h: 4 * h * w * torch.sigmoid(x / w)),
+        ("arctan", lambda x, w, h: h * w * torch.atan(x / w)),
+        ("fast_sigmoid", lambda x, w, h: h * x / (1 + x.abs() / w)),
+    ],
+)
 def test_smooth_surrogates_are_derivatives_of_their_primitives(shape, primitive):
     width, height = 0.7, 1.3
     x = torch.linspace(-3, 3, 61, requires_grad=True)
@@ -129,7 +131,14 @@ def test_direct_encoder_repeats_the_image():
 
 def tiny_snn(seed: int = 0) -> SpikingNetwork:
     torch.manual_seed(seed)
-    body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, 5))
+    body = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 5),
+    )
     assert replace_relus(body, lambda name: IFNeuron(threshold=0.5)) == 1
     return SpikingNetwork(body, DirectEncoder()).eval()
 

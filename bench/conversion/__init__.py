@@ -23,9 +23,17 @@ Normalization = Literal["weight", "threshold"]
 NORMALIZERS = {"weight": weight_normalize, "threshold": threshold_balance}
 
 __all__ = [
-    "ChannelScale", "StreamingQuantile", "activation_scales", "convert", "convertible_graph", "feeding_layer",
-    "fold_batch_norm", "node_role",
-    "threshold_balance", "trace", "weight_normalize",
+    "ChannelScale",
+    "StreamingQuantile",
+    "activation_scales",
+    "convert",
+    "convertible_graph",
+    "feeding_layer",
+    "fold_batch_norm",
+    "node_role",
+    "threshold_balance",
+    "trace",
+    "weight_normalize",
 ]
 
 
@@ -60,7 +68,14 @@ def convert(
     `max_batches` are used. `ann` itself is not modified.
     """
     graph = convertible_graph(ann)
-    scales = activation_scales(graph, images, statistic=statistic, percentile=percentile, granularity=granularity,
-                               max_batches=max_batches, device=device)
+    scales = activation_scales(
+        graph,
+        images,
+        statistic=statistic,
+        percentile=percentile,
+        granularity=granularity,
+        max_batches=max_batches,
+        device=device,
+    )
     body = NORMALIZERS[normalization](graph, scales, reset_mode=reset, initial_potential=initial_potential)
     return body, scales

@@ -73,7 +73,11 @@ class _ScaleMeter:
 
     def __call__(self, module: nn.Module, inputs, output: torch.Tensor) -> None:
         output = output.detach().float()
-        rows = output.transpose(0, 1).reshape(output.shape[1], -1) if self.granularity == "channel" else output.reshape(1, -1)
+        rows = (
+            output.transpose(0, 1).reshape(output.shape[1], -1)
+            if self.granularity == "channel"
+            else output.reshape(1, -1)
+        )
         if self.statistic == "max":
             batch_max = rows.amax(dim=1)
             self.maximum = batch_max if self.maximum is None else torch.maximum(self.maximum, batch_max)

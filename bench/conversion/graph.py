@@ -32,8 +32,18 @@ from bench.errors import UserError
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 PASSTHROUGH_MODULES = (
-    nn.Identity, nn.Flatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.Identity,
+    nn.Flatten,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
 )
 PASSTHROUGH_FUNCTIONS = (torch.flatten,)
 PASSTHROUGH_METHODS = ("flatten", "contiguous")
@@ -76,7 +86,9 @@ def fold_batch_norm(model: nn.Module) -> fx.GraphModule:
 
 def _fold_node(graph: fx.GraphModule, bn_node: fx.Node) -> None:
     producer = bn_node.args[0]
-    layer = graph.get_submodule(producer.target) if isinstance(producer, fx.Node) and producer.op == "call_module" else None
+    layer = (
+        graph.get_submodule(producer.target) if isinstance(producer, fx.Node) and producer.op == "call_module" else None
+    )
     if not isinstance(layer, WEIGHTED) or len(producer.users) != 1:
         raise UserError(
             f"BatchNorm {bn_node.target} does not directly follow a conv or linear layer used only by it, "
@@ -84,13 +96,23 @@ def _fold_node(graph: fx.GraphModule, bn_node: fx.Node) -> None:
         )
     bn = graph.get_submodule(bn_node.target)
     if bn.running_mean is None:
-        raise UserError(f"BatchNorm {bn_node.target} keeps no running statistics (track_running_stats=False); it cannot be folded")
+        raise UserError(
+            f"BatchNorm {bn_node.target} keeps no running statistics (track_running_stats=False); it cannot be folded"
+        )
     if isinstance(layer, nn.Linear):
         layer.weight, layer.bias = fuse_linear_bn_weights(
-            layer.weight, layer.bias, bn.running_mean, bn.running_var, bn.eps, _ones_if_none(bn.weight, bn), _zeros_if_none(bn.bias, bn))
+            layer.weight,
+            layer.bias,
+            bn.running_mean,
+            bn.running_var,
+            bn.eps,
+            _ones_if_none(bn.weight, bn),
+            _zeros_if_none(bn.bias, bn),
+        )
     else:
         layer.weight, layer.bias = fuse_conv_bn_weights(
-            layer.weight, layer.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+            layer.weight, layer.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+        )
     bn_node.replace_all_uses_with(producer)
     graph.graph.erase_node(bn_node)
     graph.delete_submodule(bn_node.target)
@@ -126,7 +148,10 @@ def node_role(graph: fx.GraphModule, node: fx.Node) -> str:
         return "passthrough"
     if node.op == "call_method" and node.target == "mean" and _averages_space_only(node):
         return "passthrough"
-    raise UserError(f"conversion does not support the operation {node.op} {getattr(node.target, '__name__', node.target)} ({node.name})")
+    raise UserError(
+        f"conversion does not support the operation {node.op} "
+        f"{getattr(node.target, '__name__', node.target)} ({node.name})"
+    )
 
 
 def feeding_layer(graph: fx.GraphModule, target: str) -> nn.Module:

@@ -11,5 +11,12 @@ from bench.data.datasets import (
     register_dataset,
 )
 
-__all__ = ["DATASETS", "DEFAULT_DATA_ROOT", "DatasetInfo", "DatasetSplits", "list_datasets", "load_dataset",
-           "register_dataset"]
+__all__ = [
+    "DATASETS",
+    "DEFAULT_DATA_ROOT",
+    "DatasetInfo",
+    "DatasetSplits",
+    "list_datasets",
+    "load_dataset",
+    "register_dataset",
+]

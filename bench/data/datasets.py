@@ -106,8 +106,7 @@ def load_dataset(
     `seed`; `image_size` resizes every split to that square size; `augment=False` gives `train`
     the same deterministic transform as `test` and `calibration`.
     """
-    for label, value in (("train_subset", train_subset), ("test_subset", test_subset),
-                         ("image_size", image_size)):
+    for label, value in (("train_subset", train_subset), ("test_subset", test_subset), ("image_size", image_size)):
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise UserError(f"{label} must be a positive integer or unset, got {value!r}")
     raw = _build_raw(name, Path(root).expanduser() if root is not None else DEFAULT_DATA_ROOT)
@@ -129,8 +128,10 @@ def _build_raw(name: str, root: Path) -> _RawSplits:
     if name.startswith(FOLDER_PREFIX):
         return _image_folder(name)
     if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; registered datasets: "
-                        f"{', '.join(list_datasets())}, or folder:PATH for an image-folder tree")
+        raise UserError(
+            f"unknown dataset {name!r}; registered datasets: "
+            f"{', '.join(list_datasets())}, or folder:PATH for an image-folder tree"
+        )
     return DATASETS.get(name).builder(root)
 
 
@@ -164,8 +165,7 @@ def _maybe_subset(dataset: Dataset, indices: list[int] | None) -> Dataset:
 
 
 def _to_normalized_tensor(info: DatasetInfo) -> list:
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(info.mean, info.std), v2.ToPureTensor()]
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(info.mean, info.std), v2.ToPureTensor()]
 
 
 def _fit(size: int) -> list:
@@ -234,11 +234,28 @@ class _CifarSpec:
     torchvision_class: type
 
 
-_CIFAR10 = _CifarSpec("cifar10", "cifar-10-batches-py",
-                      tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "labels", 10,
-                      (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), tv_datasets.CIFAR10)
-_CIFAR100 = _CifarSpec("cifar100", "cifar-100-python", ("train",), ("test",), "fine_labels", 100,
-                       (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), tv_datasets.CIFAR100)
+_CIFAR10 = _CifarSpec(
+    "cifar10",
+    "cifar-10-batches-py",
+    tuple(f"data_batch_{i}" for i in range(1, 6)),
+    ("test_batch",),
+    "labels",
+    10,
+    (0.4914, 0.4822, 0.4465),
+    (0.2470, 0.2435, 0.2616),
+    tv_datasets.CIFAR10,
+)
+_CIFAR100 = _CifarSpec(
+    "cifar100",
+    "cifar-100-python",
+    ("train",),
+    ("test",),
+    "fine_labels",
+    100,
+    (0.5071, 0.4865, 0.4409),
+    (0.2673, 0.2564, 0.2762),
+    tv_datasets.CIFAR100,
+)
 
 
 @register_dataset("cifar10", description="CIFAR-10: 10 classes, 32x32, 50k train / 10k test")
@@ -258,8 +275,14 @@ def _cifar(spec: _CifarSpec, root: Path) -> _RawSplits:
     train_images, train_labels = _read_cifar_files(spec, folder, spec.train_files)
     test_images, test_labels = _read_cifar_files(spec, folder, spec.test_files)
     info = DatasetInfo(spec.name, spec.num_classes, 32, 3, spec.mean, spec.std)
-    return _RawSplits(info, _TensorImages(train_images, train_labels),
-                      _TensorImages(test_images, test_labels), train_labels, test_labels, True)
+    return _RawSplits(
+        info,
+        _TensorImages(train_images, train_labels),
+        _TensorImages(test_images, test_labels),
+        train_labels,
+        test_labels,
+        True,
+    )
 
 
 def _download_cifar(spec: _CifarSpec, root: Path) -> None:
@@ -272,7 +295,8 @@ def _download_cifar(spec: _CifarSpec, root: Path) -> None:
             f"{spec.name} not found at {root / spec.folder} and downloading it failed "
             f"({type(error).__name__}: {error}); download "
             f"{spec.torchvision_class.url} and extract it into {root}, or pass the data root "
-            f"that contains {spec.folder}/") from error
+            f"that contains {spec.folder}/"
+        ) from error
 
 
 def _read_cifar_files(spec: _CifarSpec, folder: Path, names: Sequence[str]):
@@ -300,8 +324,10 @@ def _read_cifar_files(spec: _CifarSpec, folder: Path, names: Sequence[str]):
 
 
 def _corrupt_cifar(spec: _CifarSpec, path: Path, reason: str) -> UserError:
-    return UserError(f"{spec.name} file {path} is missing or corrupt ({reason}); delete "
-                     f"{path.parent} and download {spec.torchvision_class.url} again")
+    return UserError(
+        f"{spec.name} file {path} is missing or corrupt ({reason}); delete "
+        f"{path.parent} and download {spec.torchvision_class.url} again"
+    )
 
 
 # --- Imagenette -------------------------------------------------------------------------------
@@ -328,18 +354,22 @@ def _imagenette(root: Path, name: str, size: str, default_size: int) -> _RawSpli
         raise UserError(
             f"Imagenette ({size}) not found: looked for {folder}/train and {folder}/val; download "
             f"https://s3.amazonaws.com/fast-ai-imageclas/{folder.name}.tgz and extract it into "
-            f"{root}, or pass the data root that contains {folder.name}/")
+            f"{root}, or pass the data root that contains {folder.name}/"
+        )
     try:
-        splits = [tv_datasets.Imagenette(str(root), split=split, size=size)
-                  for split in ("train", "val")]
+        splits = [tv_datasets.Imagenette(str(root), split=split, size=size) for split in ("train", "val")]
     except (FileNotFoundError, RuntimeError) as error:
-        raise UserError(f"Imagenette at {folder} is incomplete ({error}); "
-                        f"extract it again") from error
+        raise UserError(f"Imagenette at {folder} is incomplete ({error}); extract it again") from error
     # The labels from the file list, as torchvision's loader builds it, without decoding any image.
     train_labels, test_labels = (
-        [label for _, label in tv_datasets.DatasetFolder.make_dataset(str(folder / split_name), split.wnid_to_idx,
-                                                                      extensions=(".jpeg",))]
-        for split_name, split in zip(("train", "val"), splits))
+        [
+            label
+            for _, label in tv_datasets.DatasetFolder.make_dataset(
+                str(folder / split_name), split.wnid_to_idx, extensions=(".jpeg",)
+            )
+        ]
+        for split_name, split in zip(("train", "val"), splits)
+    )
     info = DatasetInfo(name, len(splits[0].wnids), default_size, 3, IMAGENET_MEAN, IMAGENET_STD)
     # Official Imagenette images are not square; greyscale ones are made RGB by the loader.
     return _RawSplits(info, splits[0], splits[1], train_labels, test_labels, square=False)
@@ -348,9 +378,10 @@ def _imagenette(root: Path, name: str, size: str, default_size: int) -> _RawSpli
 # --- Tiny Imagenette (shipped) ----------------------------------------------------------------
 
 
-@register_dataset("tiny-imagenette",
-                  description="the default: 6,200 train / 2,000 test Imagenette images at 32x32, "
-                              "shipped in the package")
+@register_dataset(
+    "tiny-imagenette",
+    description="the default: 6,200 train / 2,000 test Imagenette images at 32x32, shipped in the package",
+)
 def _tiny_imagenette(root: Path) -> _RawSplits:
     del root  # the data ships inside the package
     info, train, test = _read_tiny_imagenette()
@@ -365,13 +396,23 @@ def _read_tiny_imagenette():
         raise UserError(
             f"the shipped dataset {TINY_IMAGENETTE_PATH} is missing or corrupt ({error}); "
             f"reinstall spikebench or rebuild it with python -m bench.data.make_tiny_imagenette "
-            f"--source PATH/imagenette2-160") from error
+            f"--source PATH/imagenette2-160"
+        ) from error
     train, test = (
-        _TensorImages(torch.from_numpy(arrays[f"{split}_images"]).permute(0, 3, 1, 2).contiguous(),
-                      torch.from_numpy(arrays[f"{split}_labels"]))
-        for split in ("train", "test"))
-    info = DatasetInfo("tiny-imagenette", len(arrays["wnids"]), train.images.shape[-1], 3,
-                       tuple(arrays["mean"].tolist()), tuple(arrays["std"].tolist()))
+        _TensorImages(
+            torch.from_numpy(arrays[f"{split}_images"]).permute(0, 3, 1, 2).contiguous(),
+            torch.from_numpy(arrays[f"{split}_labels"]),
+        )
+        for split in ("train", "test")
+    )
+    info = DatasetInfo(
+        "tiny-imagenette",
+        len(arrays["wnids"]),
+        train.images.shape[-1],
+        3,
+        tuple(arrays["mean"].tolist()),
+        tuple(arrays["std"].tolist()),
+    )
     return info, train, test
 
 
@@ -380,19 +421,22 @@ def _read_tiny_imagenette():
 
 def _image_folder(name: str) -> _RawSplits:
     """`folder:PATH`: PATH/train plus PATH/val (or PATH/test), one subfolder of images per class."""
-    path = Path(name[len(FOLDER_PREFIX):]).expanduser()
+    path = Path(name[len(FOLDER_PREFIX) :]).expanduser()
     test_dir = next((path / split for split in ("val", "test") if (path / split).is_dir()), None)
     if not (path / "train").is_dir() or test_dir is None:
-        raise UserError(f"{name}: expected {path}/train and {path}/val (or {path}/test), each "
-                        f"holding one folder of images per class")
+        raise UserError(
+            f"{name}: expected {path}/train and {path}/val (or {path}/test), each "
+            f"holding one folder of images per class"
+        )
     try:
         train = tv_datasets.ImageFolder(str(path / "train"))
         test = tv_datasets.ImageFolder(str(test_dir))
     except FileNotFoundError as error:
         raise UserError(f"{name}: {error}") from error
     if train.classes != test.classes:
-        raise UserError(f"{name}: class folders differ between {path / 'train'} and {test_dir}; "
-                        f"both need the same class subfolders")
+        raise UserError(
+            f"{name}: class folders differ between {path / 'train'} and {test_dir}; both need the same class subfolders"
+        )
     try:
         with Image.open(train.samples[0][0]) as first:
             image_size = min(first.size)

@@ -114,8 +114,10 @@ def main() -> None:
     }
     save_npz(args.out, arrays)
     size_mb = args.out.stat().st_size / 1e6
-    print(f"wrote {args.out}: {len(train_images)} train + {len(arrays['test_labels'])} test "
-          f"images, {size_mb:.2f} MB, mean {mean.round(4)}, std {std.round(4)}")
+    print(
+        f"wrote {args.out}: {len(train_images)} train + {len(arrays['test_labels'])} test "
+        f"images, {size_mb:.2f} MB, mean {mean.round(4)}, std {std.round(4)}"
+    )
 
 
 if __name__ == "__main__":

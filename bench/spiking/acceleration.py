@@ -93,14 +93,24 @@ def _probe(network, images: torch.Tensor) -> tuple[bool, list[_BatchNorm]]:
     return usable, on_prefix if usable else []
 
 
-_FORWARD_HOOKS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks", "_forward_hooks_with_kwargs",
-                  "_forward_hooks_always_called")
+_FORWARD_HOOKS = (
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+)
 
 
 @contextlib.contextmanager
 def _user_hooks_silenced(network: nn.Module):
     """The probe is not a forward of the model: hooks that record activations must not see it."""
-    saved = [(module, name, getattr(module, name)) for module in network.modules() for name in _FORWARD_HOOKS if hasattr(module, name)]
+    saved = [
+        (module, name, getattr(module, name))
+        for module in network.modules()
+        for name in _FORWARD_HOOKS
+        if hasattr(module, name)
+    ]
     for module, name, hooks in saved:
         setattr(module, name, type(hooks)())
     try:
@@ -187,8 +197,14 @@ class _CheckpointedForward:
         forward = type(self.module).forward
         if not (torch.is_grad_enabled() and self.module.training):
             return forward(self.module, *args, **kwargs)
-        return checkpoint(forward, self.module, *args, use_reentrant=False,
-                          context_fn=lambda: _recompute_contexts([self.module]), **kwargs)
+        return checkpoint(
+            forward,
+            self.module,
+            *args,
+            use_reentrant=False,
+            context_fn=lambda: _recompute_contexts([self.module]),
+            **kwargs,
+        )
 
 
 class _CheckpointedSequential:
@@ -208,8 +224,13 @@ class _CheckpointedSequential:
             segments.append(current)
         for layers in segments:
             if torch.is_grad_enabled() and self.module.training:
-                inputs = checkpoint(_run_layers, layers, inputs, use_reentrant=False,
-                                    context_fn=lambda layers=layers: _recompute_contexts(layers))
+                inputs = checkpoint(
+                    _run_layers,
+                    layers,
+                    inputs,
+                    use_reentrant=False,
+                    context_fn=lambda layers=layers: _recompute_contexts(layers),
+                )
             else:
                 inputs = _run_layers(layers, inputs)
         return inputs
@@ -236,8 +257,9 @@ def _recompute_contexts(modules: list[nn.Module]):
     @contextlib.contextmanager
     def recompute():
         at_end = [m.state_snapshot() for m in stateful]
-        statistics = [(m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
-                      for m in norms]
+        statistics = [
+            (m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in norms
+        ]
         for module, state in zip(stateful, at_start):
             module.restore_state(state)
         for norm in norms:

@@ -50,8 +50,10 @@ class PoissonEncoder(nn.Module):
         amplitude = amplitude.view(-1, *([1] * (images.ndim - 1)))
         probability = images.abs() / amplitude
         uniform = torch.rand(
-            (time_steps, *images.shape), generator=self._generator_for(images.device),
-            device=images.device, dtype=images.dtype,
+            (time_steps, *images.shape),
+            generator=self._generator_for(images.device),
+            device=images.device,
+            dtype=images.dtype,
         )
         return (uniform < probability).to(images.dtype) * amplitude * images.sign()
 

@@ -49,8 +49,14 @@ class Dynamics:
     initial_potential: float = 0.0  # where a fresh state starts, in units of the threshold
 
 
-def simulate(current: torch.Tensor, potential: torch.Tensor | None, threshold: torch.Tensor, dynamics: Dynamics,
-             *, compiled: bool = False):
+def simulate(
+    current: torch.Tensor,
+    potential: torch.Tensor | None,
+    threshold: torch.Tensor,
+    dynamics: Dynamics,
+    *,
+    compiled: bool = False,
+):
     """Spikes `[T, B, ...]` and the final potential `[B, ...]`, differentiable when autograd needs it.
 
     `potential` None is a fresh state at `dynamics.initial_potential * threshold`. Spikes have the
@@ -88,8 +94,15 @@ def _run_forward(current, potential, threshold, dynamics: Dynamics, keep_distanc
     # before the compiled call's own overhead, which the many short chunks of a curve would pay.
     forward_step = _kernel("forward", compiled) if keep_distance else _EAGER["forward"]
     for step in range(current.shape[0]):
-        forward_step(current[step], state, threshold, spikes[step], distance[step] if keep_distance else None,
-                     dynamics.leak, dynamics.reset)
+        forward_step(
+            current[step],
+            state,
+            threshold,
+            spikes[step],
+            distance[step] if keep_distance else None,
+            dynamics.leak,
+            dynamics.reset,
+        )
     return spikes, distance, state
 
 
@@ -98,7 +111,9 @@ class _LIFSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, current, potential, threshold, dynamics: Dynamics, compiled: bool):  # type: ignore[override]
-        spikes, distance, state = _run_forward(current, potential, threshold, dynamics, keep_distance=True, compiled=compiled)
+        spikes, distance, state = _run_forward(
+            current, potential, threshold, dynamics, keep_distance=True, compiled=compiled
+        )
         ctx.save_for_backward(distance, threshold)
         ctx.dynamics, ctx.compiled = dynamics, compiled
         ctx.dtypes = (current.dtype, None if potential is None else potential.dtype)
@@ -119,8 +134,17 @@ class _LIFSequence(torch.autograd.Function):
         surrogate = _interned(dynamics.surrogate)
         grad_next, scale = grad_state, 1.0  # dL/dv[t] = scale * grad_next; None while nothing flows in
         for step in reversed(range(distance.shape[0])):
-            backward_step(distance[step], grad_spikes[step], grad_next, scale, threshold, grad_current[step],
-                          dynamics.reset, dynamics.detach_reset, surrogate)
+            backward_step(
+                distance[step],
+                grad_spikes[step],
+                grad_next,
+                scale,
+                threshold,
+                grad_current[step],
+                dynamics.reset,
+                dynamics.detach_reset,
+                surrogate,
+            )
             grad_next, scale = grad_current[step], dynamics.leak
         current_dtype, potential_dtype = ctx.dtypes
         grad_potential = None if potential_dtype is None else (grad_current[0] * dynamics.leak).to(potential_dtype)
@@ -139,10 +163,12 @@ def _empty_sequence(current: torch.Tensor) -> torch.Tensor:
     """An uninitialized `[T, B, ...]` whose every step has the layout of `current[0]` (channels-last stays so)."""
     step = current[0]
     layout = torch.empty_like(step).stride()  # empty_like keeps a dense layout, whatever its order
-    return torch.empty_strided((current.shape[0], *step.shape), (step.numel(), *layout), dtype=current.dtype, device=current.device)
+    return torch.empty_strided(
+        (current.shape[0], *step.shape), (step.numel(), *layout), dtype=current.dtype, device=current.device
+    )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _interned(surrogate: Surrogate) -> Surrogate:
     """One object per distinct surrogate, so compiled kernels are not rebuilt for equal copies."""
     return surrogate
@@ -150,6 +176,7 @@ def _interned(surrogate: Surrogate) -> Surrogate:
 
 # One step forward and backward, as in-place operations (`_eager`) and as one expression for
 # `torch.compile` to fuse (`_fusible`). Both write into the `*_out`/`out` buffers they are given.
+
 
 def _forward_step_eager(step_current, state, threshold, spikes_out, distance_out, leak: float, reset: str) -> None:
     if leak == 1.0:
@@ -177,8 +204,9 @@ def _forward_step_fusible(step_current, state, threshold, spikes_out, distance_o
     state.copy_(potential - fired * threshold if reset == "subtract" else potential - potential * fired)
 
 
-def _backward_step_eager(distance, grad_spikes, grad_next, scale: float, threshold, out, reset: str, detach: bool,
-                         surrogate: Surrogate) -> None:
+def _backward_step_eager(
+    distance, grad_spikes, grad_next, scale: float, threshold, out, reset: str, detach: bool, surrogate: Surrogate
+) -> None:
     """out = dL/dh at one step, from x = h - threshold, dL/ds and dL/dv = scale * grad_next (or None)."""
     slope = surrogate.grad(distance)
     if grad_next is None:
@@ -196,8 +224,9 @@ def _backward_step_eager(distance, grad_spikes, grad_next, scale: float, thresho
         out.addcmul_(grad_after, kept)
 
 
-def _backward_step_fusible(distance, grad_spikes, grad_next, scale: float, threshold, out, reset: str, detach: bool,
-                           surrogate: Surrogate) -> None:
+def _backward_step_fusible(
+    distance, grad_spikes, grad_next, scale: float, threshold, out, reset: str, detach: bool, surrogate: Surrogate
+) -> None:
     slope = surrogate.grad(distance)
     grad_after = grad_next * scale if grad_next is not None and scale != 1.0 else grad_next
     if grad_after is None:
@@ -255,7 +284,10 @@ class _Flattened:
         key = (id(tensor), tensor._version, template.shape, template.stride(), template.device)
         if key != self._spread_key:
             spread = torch.empty_like(template, dtype=tensor.dtype).copy_(tensor.expand(template.shape))
-            self._spread_key, self._spread = key, spread.view(-1) if spread.is_contiguous() else spread.as_strided((spread.numel(),), (1,)).detach()
+            self._spread_key, self._spread = (
+                key,
+                spread.view(-1) if spread.is_contiguous() else spread.as_strided((spread.numel(),), (1,)).detach(),
+            )
         return self._spread
 
 
@@ -280,8 +312,11 @@ def _with_fallback(compiled, eager):
                 return compiled(*args)
             except Exception as error:  # noqa: BLE001 (a missing compiler or an unsupported surrogate: stay correct)
                 failed = True
-                warnings.warn(f"neuron kernels could not be compiled ({type(error).__name__}: {error}); running uncompiled",
-                              RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"neuron kernels could not be compiled ({type(error).__name__}: {error}); running uncompiled",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         return eager(*args)
 
     return step

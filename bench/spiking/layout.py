@@ -42,7 +42,8 @@ class TimeLayout:
 
 # A frozen dataclass: the shared default cannot be changed through the variable.
 _LAYOUT: contextvars.ContextVar[TimeLayout] = contextvars.ContextVar(
-    "spikebench_time_layout", default=TimeLayout()  # noqa: B039
+    "spikebench_time_layout",
+    default=TimeLayout(),  # noqa: B039
 )
 
 

@@ -55,8 +55,15 @@ class SpikingNetwork(SpikingModel):
     `torch.compile` kernels (`bench.spiking.fused`).
     """
 
-    def __init__(self, body: nn.Module, encoder: nn.Module, *, constant_prefix: bool = True, checkpoint: bool = False,
-                 compile_neurons: bool = False) -> None:
+    def __init__(
+        self,
+        body: nn.Module,
+        encoder: nn.Module,
+        *,
+        constant_prefix: bool = True,
+        checkpoint: bool = False,
+        compile_neurons: bool = False,
+    ) -> None:
         super().__init__()
         self.body = body
         self.encoder = encoder
@@ -79,7 +86,9 @@ class SpikingNetwork(SpikingModel):
 
     def forward(self, images: torch.Tensor, time_steps: int) -> torch.Tensor:
         self.uses_constant_prefix = (
-            self.constant_prefix and time_steps > 1 and getattr(self.encoder, "constant_in_time", False)
+            self.constant_prefix
+            and time_steps > 1
+            and getattr(self.encoder, "constant_in_time", False)
             and self._prefix_check.usable_for(self, images)
         )
         if self.uses_constant_prefix and self.training:
@@ -89,7 +98,9 @@ class SpikingNetwork(SpikingModel):
             outputs = self.run_body(images, time_steps, constant_prefix=self.uses_constant_prefix)
         return outputs.unflatten(0, (time_steps, -1))
 
-    def run_body(self, images: torch.Tensor, time_steps: int, constant_prefix: bool, observed: bool = True) -> torch.Tensor:
+    def run_body(
+        self, images: torch.Tensor, time_steps: int, constant_prefix: bool, observed: bool = True
+    ) -> torch.Tensor:
         """Body outputs `[T*B, ...]`; with `constant_prefix` the body starts from the images `[B, ...]`.
         `observed=False` hides the call from spike hooks (an internal re-run)."""
         layout = TimeLayout(time_steps, len(images) if constant_prefix else None, self.compile_neurons, observed)
@@ -118,8 +129,9 @@ def replace_relus(module: nn.Module, make_neuron: Callable[[str], nn.Module]) ->
     return replace_modules(module, nn.ReLU, lambda name, relu: make_neuron(name))
 
 
-def replace_modules(module: nn.Module, kind: type | tuple[type, ...],
-                    make: Callable[[str, nn.Module], nn.Module]) -> int:
+def replace_modules(
+    module: nn.Module, kind: type | tuple[type, ...], make: Callable[[str, nn.Module], nn.Module]
+) -> int:
     """Swap every submodule of type `kind` for `make(qualified_name, old_module)`; return how many."""
     targets = [(name, child) for name, child in module.named_modules() if name and isinstance(child, kind)]
     for qualified_name, child in targets:

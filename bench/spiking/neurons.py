@@ -71,8 +71,13 @@ class SpikingNeuron(Stateful, nn.Module):
 
     state_names = ("potential",)
 
-    def __init__(self, threshold: float | torch.Tensor = 1.0, initial_potential: float = 0.0,
-                 spike_amplitude: Literal["one", "threshold"] = "one", learn_threshold: bool = False) -> None:
+    def __init__(
+        self,
+        threshold: float | torch.Tensor = 1.0,
+        initial_potential: float = 0.0,
+        spike_amplitude: Literal["one", "threshold"] = "one",
+        learn_threshold: bool = False,
+    ) -> None:
         super().__init__()
         if spike_amplitude not in ("one", "threshold"):
             raise ValueError(f"spike_amplitude must be 'one' or 'threshold', got {spike_amplitude!r}")
@@ -183,8 +188,10 @@ class LIFNeuron(SpikingNeuron):
 
     def extra_repr(self) -> str:
         threshold = self.threshold.item() if self.threshold.numel() == 1 else f"[{self.threshold.numel()} channels]"
-        return (f"threshold={threshold}, leak={self.leak}, reset_mode={self.reset_mode}, "
-                f"initial_potential={self.initial_potential}, surrogate={self.surrogate}")
+        return (
+            f"threshold={threshold}, leak={self.leak}, reset_mode={self.reset_mode}, "
+            f"initial_potential={self.initial_potential}, surrogate={self.surrogate}"
+        )
 
     def step(self, current: torch.Tensor, potential: torch.Tensor, threshold: torch.Tensor):
         potential = self.leak * potential + current

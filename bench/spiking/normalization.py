@@ -38,5 +38,13 @@ class ThresholdDependentBatchNorm(nn.BatchNorm2d):
         scale = self.alpha * self.neuron_threshold
         weight = self.weight * scale if self.affine else torch.full((self.num_features,), scale, device=x.device)
         tracked = not self.training or self.track_running_stats
-        return F.batch_norm(x, self.running_mean if tracked else None, self.running_var if tracked else None,
-                            weight, self.bias, batch_statistics, factor, self.eps)
+        return F.batch_norm(
+            x,
+            self.running_mean if tracked else None,
+            self.running_var if tracked else None,
+            weight,
+            self.bias,
+            batch_statistics,
+            factor,
+            self.eps,
+        )

@@ -54,18 +54,43 @@ def _number(value: float | None, digits: int = 3) -> str:
 
 
 def settings_table(rows: list[dict[str, Any]]) -> str:
-    headers = ["setting", "shape", "width", "height", "BN", "firing mean / last", "first-layer grad", "last-layer grad",
-               "ratio first/last", "flag", "loss step 1", "loss after", "status"]
+    headers = [
+        "setting",
+        "shape",
+        "width",
+        "height",
+        "BN",
+        "firing mean / last",
+        "first-layer grad",
+        "last-layer grad",
+        "ratio first/last",
+        "flag",
+        "loss step 1",
+        "loss after",
+        "status",
+    ]
     table = []
     for row in rows:
         losses = row["losses"] or [None]
         rates = row["firing_rates"]
         firing = f"{sum(rates) / len(rates):.3f} / {rates[-1]:.3f}" if rates else "n/a"
-        table.append([
-            row["setting"], row["surrogate"], f"{row['width']:g}", f"{row['height']:g}", "on" if row["batch_norm"] else "off", firing,
-            _number(row["first_layer_grad"]), _number(row["last_layer_grad"]), _number(row["ratio"]), f"**{row['flag']}**",
-            _number(losses[0], 4), _number(row["loss_after"], 4) if row["status"] == "ok" else "diverged", row["status"],
-        ])
+        table.append(
+            [
+                row["setting"],
+                row["surrogate"],
+                f"{row['width']:g}",
+                f"{row['height']:g}",
+                "on" if row["batch_norm"] else "off",
+                firing,
+                _number(row["first_layer_grad"]),
+                _number(row["last_layer_grad"]),
+                _number(row["ratio"]),
+                f"**{row['flag']}**",
+                _number(losses[0], 4),
+                _number(row["loss_after"], 4) if row["status"] == "ok" else "diverged",
+                row["status"],
+            ]
+        )
     return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
 
 
@@ -81,7 +106,9 @@ def time_table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         norms = mean_time_norms(row)
         ratio = norms[0] / norms[-1] if norms and norms[-1] else None
-        table.append([row["setting"]] + [_number(v) for v in norms] + [""] * (time_steps - len(norms)) + [_number(ratio)])
+        table.append(
+            [row["setting"]] + [_number(v) for v in norms] + [""] * (time_steps - len(norms)) + [_number(ratio)]
+        )
     return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
 
 
@@ -151,10 +178,13 @@ def _header(rows: list[dict[str, Any]]) -> list[str]:
     return [
         f"# Gradient flow: {first['dataset']}, {first['architecture']}",
         "",
-        f"Surrogate-gradient training of the `direct` SNN: {len(first['layers'])} weight layers (first `{first['layers'][0]}`, "
+        f"Surrogate-gradient training of the `direct` SNN: {len(first['layers'])} weight layers "
+        f"(first `{first['layers'][0]}`, "
         f"last `{first['layers'][-1]}`), {neuron} neurons, threshold {direct['threshold']:g}, reset {direct['reset']}"
-        f"{' (detached)' if direct['detach_reset'] else ''}, T = {direct['time_steps_train']}, {direct['encoder']} encoding. "
-        f"Each setting trains {first['steps']} steps ({train['optimizer']}, lr {train['lr']:g}, batch {first['batch_size']}) "
+        f"{' (detached)' if direct['detach_reset'] else ''}, T = {direct['time_steps_train']}, "
+        f"{direct['encoder']} encoding. "
+        f"Each setting trains {first['steps']} steps ({train['optimizer']}, lr {train['lr']:g}, "
+        f"batch {first['batch_size']}) "
         f"from the same initialization (seed {first['seed']}) on the same batches.",
         "",
         "Gradient norms are per weight tensor, averaged over the steps. A setting is **exploding** when the "
@@ -173,14 +203,20 @@ def _header(rows: list[dict[str, Any]]) -> list[str]:
 
 def _body(rows: list[dict[str, Any]]) -> list[str]:
     return [
-        settings_table(rows), "",
-        f"![gradient norm against depth]({DEPTH_PLOT})", "",
-        f"## Gradient per time step at `{rows[0]['time_layer']}`", "",
+        settings_table(rows),
+        "",
+        f"![gradient norm against depth]({DEPTH_PLOT})",
+        "",
+        f"## Gradient per time step at `{rows[0]['time_layer']}`",
+        "",
         "Norm of the gradient reaching that layer's input current at each time step (mean over steps). "
         "Early steps feed every later step through the membrane potential, so a surrogate that amplifies "
-        "grows their gradient with T.", "",
-        time_table(rows), "",
-        f"![gradient per time step]({TIME_PLOT})", "",
+        "grows their gradient with T.",
+        "",
+        time_table(rows),
+        "",
+        f"![gradient per time step]({TIME_PLOT})",
+        "",
     ]
 
 
@@ -192,11 +228,17 @@ def _provenance(rows: list[dict[str, Any]]) -> list[str]:
     data = first["data"]
     commands = sorted({row["command"] for row in rows})
     return [
-        "## How it was produced", "",
-        *[f"    {command}" for command in commands], "",
+        "## How it was produced",
+        "",
+        *[f"    {command}" for command in commands],
+        "",
         f"Data: {data['train_subset']} training images (augment {data['augment']}); "
-        f"{sum(row['wall_s'] for row in rows):.0f} s in all on {first['hardware']}, {first['device']}.", "",
-        f"Runs: {', '.join(runs)}; commit {', '.join(commits)}; versions: {versions}.", "",
-        f"Regenerate from the records with `python -m bench.studies.gradients --report-only --dataset {first['dataset']} "
-        f"--arch {first['architecture']}`.", "",
+        f"{sum(row['wall_s'] for row in rows):.0f} s in all on {first['hardware']}, {first['device']}.",
+        "",
+        f"Runs: {', '.join(runs)}; commit {', '.join(commits)}; versions: {versions}.",
+        "",
+        "Regenerate from the records with `python -m bench.studies.gradients --report-only "
+        f"--dataset {first['dataset']} "
+        f"--arch {first['architecture']}`.",
+        "",
     ]

@@ -119,7 +119,12 @@ class StudyConfig:
 
 
 def _option_overrides(setting: SurrogateSetting) -> dict[str, Any]:
-    return dict(surrogate=setting.surrogate, surrogate_width=setting.width, surrogate_height=setting.height, batch_norm=setting.batch_norm)
+    return dict(
+        surrogate=setting.surrogate,
+        surrogate_width=setting.width,
+        surrogate_height=setting.height,
+        batch_norm=setting.batch_norm,
+    )
 
 
 def load_study_config(path: str | Path | None, overrides: list[str] = ()) -> StudyConfig:
@@ -179,8 +184,11 @@ class GradientProbe:
     def _time_hook(self, module, inputs):
         current = inputs[0]
         if current.shape[0] != self.time_steps * self.batch_size:
-            raise RuntimeError(f"{self.time_layer} got {current.shape[0]} rows, not T*B: the study needs per-step currents")
+            raise RuntimeError(
+                f"{self.time_layer} got {current.shape[0]} rows, not T*B: the study needs per-step currents"
+            )
         if current.requires_grad:
+
             def store(grad: torch.Tensor) -> None:
                 self.time_grads = grad.detach().unflatten(0, (self.time_steps, -1)).flatten(1).norm(dim=1)
 
@@ -209,24 +217,41 @@ def _pick_neuron(model: nn.Module, time_layer: str) -> tuple[str, nn.Module]:
 
 def fixed_batches(config: StudyConfig):
     """`steps` training batches and one held-out batch, drawn once so every setting sees the same."""
-    dataset = load_dataset(config.data.name, config.data.root, train_subset=config.data.train_subset,
-                           seed=config.seed, augment=config.data.augment, image_size=config.data.image_size)
+    dataset = load_dataset(
+        config.data.name,
+        config.data.root,
+        train_subset=config.data.train_subset,
+        seed=config.seed,
+        augment=config.data.augment,
+        image_size=config.data.image_size,
+    )
     generator = torch.Generator().manual_seed(config.seed)
-    loader = torch.utils.data.DataLoader(dataset.train, batch_size=config.data.batch_size, shuffle=True,
-                                         generator=generator, drop_last=True)
+    loader = torch.utils.data.DataLoader(
+        dataset.train, batch_size=config.data.batch_size, shuffle=True, generator=generator, drop_last=True
+    )
     batches = list(itertools.islice(loader, config.steps + 1))
     if len(batches) < config.steps + 1:
-        raise UserError(f"{config.steps} steps and a held-out batch need {(config.steps + 1) * config.data.batch_size} "
-                        f"training images; data.train_subset gives {len(dataset.train)}: raise it or lower steps")
+        raise UserError(
+            f"{config.steps} steps and a held-out batch need {(config.steps + 1) * config.data.batch_size} "
+            f"training images; data.train_subset gives {len(dataset.train)}: raise it or lower steps"
+        )
     return batches, dataset.info
 
 
 def build_ann(config: StudyConfig, info) -> nn.Module:
-    return build_architecture(config.model.name, info.num_classes, image_size=info.image_size, in_channels=info.channels,
-                              width=config.model.width, pooling=config.model.pooling)
+    return build_architecture(
+        config.model.name,
+        info.num_classes,
+        image_size=info.image_size,
+        in_channels=info.channels,
+        width=config.model.width,
+        pooling=config.model.pooling,
+    )
 
 
-def measure_setting(config: StudyConfig, setting: SurrogateSetting, batches, info, device: torch.device, task=None) -> dict[str, Any]:
+def measure_setting(
+    config: StudyConfig, setting: SurrogateSetting, batches, info, device: torch.device, task=None
+) -> dict[str, Any]:
     """Train one setting for `config.steps` steps; gradient norms per step, loss before and after."""
     options = config.direct_options(setting)
     time_steps = options.time_steps_train
@@ -278,12 +303,23 @@ def _summarize(config, setting, probe, layer_norms, time_norms, losses, held_out
     ratio = mean_norms[0] / mean_norms[-1] if mean_norms and mean_norms[-1] > 0 else None
     flag = classify(ratio, config.exploding_ratio, config.vanishing_ratio, finite=not diverged)
     return {
-        "setting": setting.label, **dataclasses.asdict(setting),
-        "layers": list(probe.layer_order), "layer_grad_norms": _json_safe(layer_norms), "mean_layer_grad_norms": mean_norms,
-        "time_layer": probe.time_layer, "time_grad_norms": _json_safe(time_norms),
-        "first_layer_grad": mean_norms[0] if mean_norms else None, "last_layer_grad": mean_norms[-1] if mean_norms else None,
-        "neuron_layers": list(probe.firing_rates), "firing_rates": list(probe.firing_rates.values()), "ratio": ratio, "flag": flag, "losses": _json_safe([losses])[0], "loss_after": None if diverged else held_out,
-        "status": "diverged" if diverged else "ok", "steps_done": len(layer_norms),
+        "setting": setting.label,
+        **dataclasses.asdict(setting),
+        "layers": list(probe.layer_order),
+        "layer_grad_norms": _json_safe(layer_norms),
+        "mean_layer_grad_norms": mean_norms,
+        "time_layer": probe.time_layer,
+        "time_grad_norms": _json_safe(time_norms),
+        "first_layer_grad": mean_norms[0] if mean_norms else None,
+        "last_layer_grad": mean_norms[-1] if mean_norms else None,
+        "neuron_layers": list(probe.firing_rates),
+        "firing_rates": list(probe.firing_rates.values()),
+        "ratio": ratio,
+        "flag": flag,
+        "losses": _json_safe([losses])[0],
+        "loss_after": None if diverged else held_out,
+        "status": "diverged" if diverged else "ok",
+        "steps_done": len(layer_norms),
     }
 
 
@@ -297,11 +333,18 @@ def _json_safe(rows: list[list[float]]) -> list[list[float | None]]:
 def study_base(config: StudyConfig) -> dict[str, Any]:
     """What every record of one study shares, except provenance."""
     return {
-        "dataset": config.data.name, "architecture": config.model.name, "steps": config.steps,
-        "batch_size": config.data.batch_size, "direct": dataclasses.asdict(config.direct_options()),
-        "train": dataclasses.asdict(config.train), "exploding_ratio": config.exploding_ratio,
-        "vanishing_ratio": config.vanishing_ratio, "seed": config.seed, "data": dataclasses.asdict(config.data),
-        "model": dataclasses.asdict(config.model), "time_layer_option": config.time_layer,
+        "dataset": config.data.name,
+        "architecture": config.model.name,
+        "steps": config.steps,
+        "batch_size": config.data.batch_size,
+        "direct": dataclasses.asdict(config.direct_options()),
+        "train": dataclasses.asdict(config.train),
+        "exploding_ratio": config.exploding_ratio,
+        "vanishing_ratio": config.vanishing_ratio,
+        "seed": config.seed,
+        "data": dataclasses.asdict(config.data),
+        "model": dataclasses.asdict(config.model),
+        "time_layer_option": config.time_layer,
     }
 
 
@@ -325,8 +368,14 @@ def run_study(config: StudyConfig, reporter=None, rerun: bool = False, command: 
         started = time.perf_counter()
         with reporter.task(f"gradients {setting.label}", total=config.steps) as task:
             record = measure_setting(config, setting, batches, info, device, task)
-        record.update(base, setting_hash=setting_hash, study_hash=base_hash, wall_s=time.perf_counter() - started, command=command,
-                      **dataclasses.asdict(provenance))
+        record.update(
+            base,
+            setting_hash=setting_hash,
+            study_hash=base_hash,
+            wall_s=time.perf_counter() - started,
+            command=command,
+            **dataclasses.asdict(provenance),
+        )
         append_records(store, [record])
         reporter.log(f"{setting.label}: ratio {_format_ratio(record['ratio'])}, {record['flag']}")
     return write_report(study_dir)
@@ -342,14 +391,22 @@ def _format_ratio(ratio: float | None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(description="Gradient flow through depth and time for surrogate-gradient training of an SNN.")
+    parser = OneLineArgumentParser(
+        description="Gradient flow through depth and time for surrogate-gradient training of an SNN."
+    )
     parser.add_argument("--config", help="YAML study config (default: configs/gradients.yaml)")
     parser.add_argument("--dataset", help="dataset name, e.g. tiny-imagenette or folder:PATH")
     parser.add_argument("--arch", help="architecture name, e.g. cifar_resnet20 or resnet18")
     parser.add_argument("--data-root", help="folder that holds the dataset")
     parser.add_argument("--steps", type=int, help="training steps per setting")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field, e.g. --set sweep.widths=[0.1,1]")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any field, e.g. --set sweep.widths=[0.1,1]",
+    )
     parser.add_argument("--rerun", action="store_true", help="measure settings again even when their records exist")
     parser.add_argument("--report-only", action="store_true", help="only regenerate the report from the saved records")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -358,7 +415,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> StudyConfig:
     overrides = list(args.set)
-    flags = (("dataset", "data.name"), ("arch", "model.name"), ("data_root", "data.root"), ("steps", "steps"), ("device", "device"))
+    flags = (
+        ("dataset", "data.name"),
+        ("arch", "model.name"),
+        ("data_root", "data.root"),
+        ("steps", "steps"),
+        ("device", "device"),
+    )
     overrides += [f"{key}={getattr(args, flag)}" for flag, key in flags if getattr(args, flag) is not None]
     path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     return load_study_config(path, overrides)

@@ -49,8 +49,16 @@ VARIANTS = ("plain", "fused", "compiled")
 # How each variant runs the neuron loop: `LIFNeuron(fused=...)`, `SpikingNetwork(compile_neurons=...)`.
 LOOPS = {"plain": (False, False), "fused": (True, False), "compiled": (True, True)}
 # What the process's allocator was told from outside (deployment advice, never set by the package).
-ALLOCATOR_ENV = ("GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
-                 "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_", "MALLOC_CONF")
+ALLOCATOR_ENV = (
+    "GLIBC_TUNABLES",
+    "LD_PRELOAD",
+    "MALLOC_ARENA_MAX",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+    "MALLOC_MMAP_MAX_",
+    "MALLOC_CONF",
+)
 DEFAULT_GRID = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000)
 # Large blocks go straight to the OS and back, so the resident size follows live memory.
 MEMORY_PROBE_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
@@ -66,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--time-max", type=int, default=1000)
     parser.add_argument("--chunk-size", type=int, help="steps per simulation chunk (default: the harness's choice)")
     parser.add_argument("--memory-steps", default="1,4,16", help="comma-separated T for the memory table ('' skips it)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"neuron loops to time, from {', '.join(VARIANTS)}")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"neuron loops to time, from {', '.join(VARIANTS)}"
+    )
     parser.add_argument("--leak", type=float, default=0.9)
     parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU (0: torch's default)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -106,7 +116,9 @@ class Bench:
         self.ann = self._place(build_architecture(args.architecture, args.classes, image_size=args.image_size))
         # One spiking copy per way of running the neuron loop; all start from the ANN's weights.
         self.snns = {variant: self._place(spiking_copy(self.ann, args.leak, *LOOPS[variant])) for variant in VARIANTS}
-        self.images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device).contiguous(memory_format=self.memory_format)
+        self.images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device).contiguous(
+            memory_format=self.memory_format
+        )
         self.labels = torch.randint(0, args.classes, (args.batch_size,), device=device)
         self.clock = Clock(device)
 
@@ -130,15 +142,20 @@ class Bench:
         return step
 
 
-def spiking_copy(ann: nn.Module, leak: float, fused: bool = True, compiled: bool = False,
-                 checkpoint: bool = False) -> SpikingNetwork:
+def spiking_copy(
+    ann: nn.Module, leak: float, fused: bool = True, compiled: bool = False, checkpoint: bool = False
+) -> SpikingNetwork:
     """The direct method's network: LIF neurons (triangular surrogate) for ReLUs, direct input."""
     body = copy.deepcopy(ann)
-    replace_relus(body, lambda name: LIFNeuron(threshold=1.0, leak=leak, surrogate=Surrogate("triangular"), fused=fused))
+    replace_relus(
+        body, lambda name: LIFNeuron(threshold=1.0, leak=leak, surrogate=Surrogate("triangular"), fused=fused)
+    )
     return SpikingNetwork(body, DirectEncoder(), compile_neurons=compiled, checkpoint=checkpoint)
 
 
-def interleaved(clock: Clock, contestants: dict[str, object], repeats: int, warmup: int = 2) -> dict[str, dict[str, float]]:
+def interleaved(
+    clock: Clock, contestants: dict[str, object], repeats: int, warmup: int = 2
+) -> dict[str, dict[str, float]]:
     """Best and median of `repeats` rounds; every round measures every contestant once, in turn."""
     for work in contestants.values():
         for _ in range(warmup):
@@ -147,7 +164,9 @@ def interleaved(clock: Clock, contestants: dict[str, object], repeats: int, warm
     for _ in range(repeats):
         for name, work in contestants.items():
             times[name].append(clock.measure(work))
-    return {name: {"best_s": min(values), "median_s": sorted(values)[len(values) // 2]} for name, values in times.items()}
+    return {
+        name: {"best_s": min(values), "median_s": sorted(values)[len(values) // 2]} for name, values in times.items()
+    }
 
 
 def measure_training(bench: Bench, variants: list[str]) -> dict:
@@ -169,8 +188,13 @@ def measure_training(bench: Bench, variants: list[str]) -> dict:
 STEP_PARTS = {
     "convolutions": ("aten::convolution", "autograd::engine::evaluate_function: ConvolutionBackward0"),
     "batch norm": ("aten::batch_norm", "autograd::engine::evaluate_function: NativeBatchNormBackward0"),
-    "ReLU or neuron": ("aten::relu", "aten::relu_", "autograd::engine::evaluate_function: ReluBackward0",
-                       "_LIFSequence", "autograd::engine::evaluate_function: _LIFSequenceBackward"),
+    "ReLU or neuron": (
+        "aten::relu",
+        "aten::relu_",
+        "autograd::engine::evaluate_function: ReluBackward0",
+        "_LIFSequence",
+        "autograd::engine::evaluate_function: _LIFSequenceBackward",
+    ),
 }
 
 
@@ -178,7 +202,10 @@ def profile_training(bench: Bench, variant: str = "fused", steps: int = 3) -> di
     """ms per training step in each part (`STEP_PARTS`, the rest as `other`), under torch.profiler:
     the ANN's step times T_train beside the spiking step, for the default loop."""
     parts = {}
-    for name, model, time_steps in (("ann", bench.ann, None), ("snn", bench.snns[variant], bench.args.time_steps_train)):
+    for name, model, time_steps in (
+        ("ann", bench.ann, None),
+        ("snn", bench.snns[variant], bench.args.time_steps_train),
+    ):
         model.train()
         step = bench.training_step(model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9), time_steps)
         step()
@@ -187,8 +214,10 @@ def profile_training(bench: Bench, variant: str = "fused", steps: int = 3) -> di
                 step()
         events = {event.key: event for event in profiler.key_averages()}
         scale = (bench.args.time_steps_train if time_steps is None else 1) / (1000 * steps)  # µs -> ms per SNN step
-        measured = {part: scale * sum(events[key].cpu_time_total for key in keys if key in events)
-                    for part, keys in STEP_PARTS.items()}
+        measured = {
+            part: scale * sum(events[key].cpu_time_total for key in keys if key in events)
+            for part, keys in STEP_PARTS.items()
+        }
         total = scale * sum(event.self_cpu_time_total for event in events.values())
         parts[name] = {**measured, "other": total - sum(measured.values()), "total": total}
     return {"variant": variant, "steps": steps, "parts": parts}
@@ -212,9 +241,19 @@ def measure_curve(bench: Bench, variants: list[str]) -> dict:
         snn = bench.snns[variant].eval()
         evaluate(snn, batch, [1, 2], bench.device, chunk_size=bench.args.chunk_size)  # warm-up, compiles
         chosen = {}
-        seconds = bench.clock.measure(lambda: chosen.update(evaluation=evaluate(
-            snn, batch, grid, bench.device, chunk_size=bench.args.chunk_size, num_classes=bench.args.classes,
-            count_operations=counting)))
+        seconds = bench.clock.measure(
+            lambda: chosen.update(
+                evaluation=evaluate(
+                    snn,
+                    batch,
+                    grid,
+                    bench.device,
+                    chunk_size=bench.args.chunk_size,
+                    num_classes=bench.args.classes,
+                    count_operations=counting,
+                )
+            )
+        )
         return {"seconds": seconds, "chunk_size": chosen["evaluation"].chunk_size}
 
     results, ann_times = {}, [ann_forwards()]
@@ -238,7 +277,9 @@ def measure_memory(args: argparse.Namespace, device: torch.device) -> dict:
         return {}  # the peak resident size can be reset on Linux only
     table = {"ann": _memory_of(args, device, "ann", 1)}
     for time_steps in steps:
-        table[str(time_steps)] = {kind: _memory_of(args, device, kind, time_steps) for kind in ("plain", "fused", "checkpoint")}
+        table[str(time_steps)] = {
+            kind: _memory_of(args, device, kind, time_steps) for kind in ("plain", "fused", "checkpoint")
+        }
     return table
 
 
@@ -250,7 +291,9 @@ def _memory_of(args: argparse.Namespace, device: torch.device, kind: str, time_s
     command = [sys.executable, "-m", "bench.studies.speed", "--memory-probe", json.dumps(request)]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **MEMORY_PROBE_ENV}, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"memory probe failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+        raise RuntimeError(
+            f"memory probe failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
+        )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -308,8 +351,15 @@ def measure_spikingjelly(bench: Bench) -> dict | None:
             super().__init__()
             # Its PyTorch path: `backend="torch"` before 2.0; 2.0 has no backend argument and loops in PyTorch.
             backend = {"backend": "torch"} if "backend" in inspect.signature(neuron.LIFNode).parameters else {}
-            self.node = neuron.LIFNode(tau=1 / (1 - leak), decay_input=False, v_threshold=1.0, v_reset=None,
-                                       surrogate_function=surrogate.ATan(), step_mode="m", **backend)
+            self.node = neuron.LIFNode(
+                tau=1 / (1 - leak),
+                decay_input=False,
+                v_threshold=1.0,
+                v_reset=None,
+                surrogate_function=surrogate.ATan(),
+                step_mode="m",
+                **backend,
+            )
 
         def forward(self, current):
             return self.node(current.unflatten(0, (steps, -1))).flatten(0, 1)
@@ -329,10 +379,16 @@ def measure_spikingjelly(bench: Bench) -> dict | None:
 
     ann_optimizer = torch.optim.SGD(bench.ann.parameters(), lr=1e-3, momentum=0.9)
     bench.ann.train()
-    times = interleaved(bench.clock, {"ann": bench.training_step(bench.ann, ann_optimizer, None), "spikingjelly": step},
-                        bench.args.repeats)
-    return {"best_s": times["spikingjelly"]["best_s"], "ratio": times["spikingjelly"]["best_s"] / (steps * times["ann"]["best_s"]),
-            "version": importlib.metadata.version("spikingjelly")}
+    times = interleaved(
+        bench.clock,
+        {"ann": bench.training_step(bench.ann, ann_optimizer, None), "spikingjelly": step},
+        bench.args.repeats,
+    )
+    return {
+        "best_s": times["spikingjelly"]["best_s"],
+        "ratio": times["spikingjelly"]["best_s"] / (steps * times["ann"]["best_s"]),
+        "version": importlib.metadata.version("spikingjelly"),
+    }
 
 
 def cpu_description() -> str:
@@ -347,16 +403,23 @@ def cpu_description() -> str:
         return platform.processor() or platform.machine()
     flags = set(fields.get("flags", "").split())
     units = [unit for unit, flag in (("AVX2", "avx2"), ("AVX-512", "avx512f"), ("AMX", "amx_tile")) if flag in flags]
-    return (f"{fields.get('model name', '?')} ({fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} "
-            f"model {fields.get('model', '?')}{', ' + ', '.join(units) if units else ''})")
+    return (
+        f"{fields.get('model name', '?')} ({fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} "
+        f"model {fields.get('model', '?')}{', ' + ', '.join(units) if units else ''})"
+    )
 
 
 def machine(device: torch.device, clock: Clock) -> dict:
     return {
-        "hardware": hardware(device), "cpu": cpu_description() if device.type == "cpu" else None,
-        "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "load_average_1min_start": round(os.getloadavg()[0], 2), "clock": clock.name,
-        "platform": platform.platform(), "versions": package_versions(), "commit": git_commit(),
+        "hardware": hardware(device),
+        "cpu": cpu_description() if device.type == "cpu" else None,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min_start": round(os.getloadavg()[0], 2),
+        "clock": clock.name,
+        "platform": platform.platform(),
+        "versions": package_versions(),
+        "commit": git_commit(),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -385,12 +448,17 @@ def run(args: argparse.Namespace) -> dict:
 
 def _settings(args: argparse.Namespace, bench: Bench) -> dict:
     return {
-        "architecture": args.architecture, "batch_size": args.batch_size, "image_size": args.image_size,
-        "classes": args.classes, "time_steps_train": args.time_steps_train, "time_max": args.time_max,
+        "architecture": args.architecture,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "classes": args.classes,
+        "time_steps_train": args.time_steps_train,
+        "time_max": args.time_max,
         "neuron": f"LIF, leak {args.leak}, threshold 1, reset by subtraction, triangular surrogate",
         "input": "direct (constant in time); random images and labels",
         "memory_format": "channels-last" if bench.memory_format == torch.channels_last else "NCHW",
-        "device": str(bench.device), "repeats": args.repeats,
+        "device": str(bench.device),
+        "repeats": args.repeats,
         "allocator": allocator_settings(),
         "command": getattr(args, "command", None) or _command([]),
         "json": Path(args.output).with_suffix(".json").name,
