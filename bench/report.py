@@ -386,6 +386,14 @@ def _versions(versions) -> str:
     return ", ".join(f"{name} {version}" for name, version in sorted(versions.items()))
 
 
+def leaderboard_stores(results_dir: Path) -> list[Path]:
+    """Every suite's records under `results_dir`: `<dataset>/records.jsonl`, and one level deeper for
+    a suite written to a folder of its own (`--results-dir results/<suite>`); the gradient study
+    keeps its own report."""
+    stores = list(results_dir.glob(f"*/{STORE_NAME}")) + list(results_dir.glob(f"*/*/{STORE_NAME}"))
+    return sorted(store for store in stores if "gradients" not in store.relative_to(results_dir).parts)
+
+
 def write_index(results_dir: Path) -> Path:
     """`results/README.md`: one line per leaderboard with its best measured method."""
     lines = [
@@ -395,7 +403,7 @@ def write_index(results_dir: Path) -> Path:
         "",
     ]
     table = []
-    for store in sorted(results_dir.glob(f"*/{STORE_NAME}")):
+    for store in leaderboard_stores(results_dir):
         rows = latest_rows(read_records(store))
         ok = rows[rows["status"] == "ok"] if not rows.empty else rows
         if ok.empty:
@@ -405,7 +413,7 @@ def write_index(results_dir: Path) -> Path:
         ceilings = ann_accuracy(ok)
         table.append(
             [
-                f"[{ok['dataset'].iloc[0]}]({store.parent.name}/leaderboard.md)",
+                f"[{ok['dataset'].iloc[0]}]({store.parent.relative_to(results_dir).as_posix()}/leaderboard.md)",
                 ", ".join(sorted(ok["architecture"].unique())),
                 ", ".join(f"{architecture}: {_percent(top1)}" for architecture, top1 in ceilings.items()),
                 f"{best['label']} ({best['architecture']}): {_percent(best['top1'])} at T={int(best['time_steps'])}"
@@ -437,7 +445,7 @@ def write_index(results_dir: Path) -> Path:
 
 
 def rebuild_all(results_dir: Path, at: int = DEFAULT_AT, sort: str = "method") -> list[Path]:
-    paths = [write_leaderboard(store.parent, at, sort) for store in sorted(results_dir.glob(f"*/{STORE_NAME}"))]
+    paths = [write_leaderboard(store.parent, at, sort) for store in leaderboard_stores(results_dir)]
     return paths + [write_index(results_dir)]
 
 
