@@ -16,7 +16,7 @@ from rich.table import Table
 from bench import distributed
 from bench.api import get_method, list_methods, load_plugins
 from bench.config import MethodSpec, RunConfig, load_config
-from bench.errors import OneLineArgumentParser, exit_status
+from bench.errors import OneLineArgumentParser, UserError, exit_status
 from bench.progress import Reporter
 from bench.records import read_records, store_path
 from bench.report import latest_rows, percent_with_spread
@@ -73,9 +73,16 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     config_path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     config = load_config(config_path, overrides)
     config.plugins = list(config.plugins) + list(args.plugin)
-    if args.methods:
+    if args.methods is not None:
         load_plugins(config.plugins)
         config.methods = select_methods(config.methods, args.methods.split(","))
+        if not config.methods:
+            raise UserError(
+                f"--methods {args.methods!r} selects no method; give names or labels, e.g. --methods ann,direct"
+            )
+    results = Path(config.results_dir)
+    if results.exists() and not results.is_dir():
+        raise UserError(f"results folder {results} is a file; pass a folder with --results-dir")
     return config
 
 

@@ -22,6 +22,11 @@ import yaml
 from bench.errors import UserError
 
 DEFAULT_TIME_GRID = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000]
+# The longest simulation a config may ask for: 100 times the paper-scale 1000 steps. Time grows
+# linearly with T (cifar_resnet8 on one CPU core: about 27 s per 1000 steps of 64 images);
+# memory does not, as the harness simulates in chunks.
+MAX_TIME_STEPS = 100_000
+MAX_SEED = 2**63 - 1
 
 
 @dataclass
@@ -92,6 +97,11 @@ class EvalConfig:
         )
         self.time_steps = sorted(set(self.time_steps))
         _require(
+            self.time_steps[-1] <= MAX_TIME_STEPS,
+            f"eval.time_steps goes up to {self.time_steps[-1]}, above the maximum of {MAX_TIME_STEPS} steps "
+            f"(simulation time grows linearly with T); use a shorter grid",
+        )
+        _require(
             self.chunk_size is None or self.chunk_size >= 1,
             "eval.chunk_size must be at least 1 (or null for automatic)",
         )
@@ -139,6 +149,8 @@ class RunConfig:
                 len(self.seed) > 0 and len(set(self.seed)) == len(self.seed),
                 f"seed must be an integer or a non-empty list of distinct integers, got {self.seed}",
             )
+        for seed in self.seeds:
+            _require(0 <= seed <= MAX_SEED, f"seeds must be in 0 .. 2**63 - 1, got {seed}")
 
     @property
     def seeds(self) -> list[int]:
@@ -243,7 +255,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file {path} does not exist; pick one from configs/ (for example configs/default.yaml)")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as error:
+        raise UserError(f"config file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
     except yaml.YAMLError as error:
         first_line = str(error).splitlines()[0]
         raise UserError(f"config file {path} is not valid YAML ({first_line}); fix the file") from None

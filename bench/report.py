@@ -15,7 +15,7 @@ import pandas as pd
 import yaml
 from tabulate import tabulate
 
-from bench.efficiency import ENERGY_CAVEAT
+from bench.efficiency import ENERGY_CAVEAT, PJ_PER_AC, PJ_PER_MAC
 from bench.errors import OneLineArgumentParser, UserError, exit_status
 from bench.plots import ACCURACY_PLOT, ENERGY_PLOT, FIRING_PLOT, plot_accuracy, plot_energy, plot_firing_rates
 from bench.records import STORE_NAME, read_records
@@ -314,14 +314,25 @@ def _citation(entry: dict) -> str:
     return f"[{short}]({entry['url']})" if entry.get("url") else short
 
 
-def write_leaderboard(dataset_dir: Path, at: int = DEFAULT_AT, sort: str = "method") -> Path:
-    """Regenerate `leaderboard.md` and its plots in `dataset_dir` from its records."""
+def energy_caveat(rows: pd.DataFrame) -> str:
+    """The energy convention with the pJ values the records were priced at (the default's text when unset)."""
+    prices = rows[["pj_per_mac", "pj_per_ac"]].dropna().drop_duplicates() if "pj_per_mac" in rows else []
+    if len(prices) == 0 or [tuple(p) for p in prices.itertuples(index=False)] == [(PJ_PER_MAC, PJ_PER_AC)]:
+        return ENERGY_CAVEAT
+    given = "; ".join(f"{mac:g} pJ/MAC, {ac:g} pJ/AC" for mac, ac in prices.itertuples(index=False))
+    return f"compute only ({given}, as configured; 45 nm: 4.6 and 0.9, Horowitz 2014); memory traffic is not counted"
+
+
+def write_leaderboard(dataset_dir: Path, at: int | None = None, sort: str = "method") -> Path:
+    """Regenerate `leaderboard.md` and its plots in `dataset_dir` from its records. `at` is the T
+    of the efficiency table: one of the grid; None takes 32, or the largest T of the grid below it."""
     if sort not in SORT_KEYS:
         raise UserError(f"cannot sort by {sort!r}; choose one of {', '.join(SORT_KEYS)}")
     rows = latest_rows(read_records(dataset_dir / STORE_NAME))
     path = dataset_dir / "leaderboard.md"
     if rows.empty:
         return path
+    at = _efficiency_step(rows, at, dataset_dir)
     dataset = rows["dataset"].iloc[0]
     plot_accuracy(rows, dataset_dir / ACCURACY_PLOT)
     lines = [
@@ -344,7 +355,7 @@ def write_leaderboard(dataset_dir: Path, at: int = DEFAULT_AT, sort: str = "meth
         f"## Latency and efficiency at T = {at}",
         "",
         "Per test image. T to x% of ANN: the smallest T of the grid reaching that fraction of the ANN's top-1.",
-        f"Energy: {ENERGY_CAVEAT}.",
+        f"Energy: {energy_caveat(rows)}.",
         "",
         efficiency_table(rows, at, sort),
         "",
@@ -444,7 +455,17 @@ def write_index(results_dir: Path) -> Path:
     return path
 
 
-def rebuild_all(results_dir: Path, at: int = DEFAULT_AT, sort: str = "method") -> list[Path]:
+def _efficiency_step(rows: pd.DataFrame, at: int | None, dataset_dir: Path) -> int:
+    grid = sorted(int(t) for t in rows.loc[rows["status"] == "ok", "time_steps"].dropna().unique())
+    if at is not None and grid and at not in grid:
+        raise UserError(f"--at {at} is not a T of {dataset_dir}'s grid; choose one of {', '.join(map(str, grid))}")
+    if at is not None or not grid:
+        return at if at is not None else DEFAULT_AT
+    below = [t for t in grid if t <= DEFAULT_AT]
+    return below[-1] if below else grid[0]
+
+
+def rebuild_all(results_dir: Path, at: int | None = None, sort: str = "method") -> list[Path]:
     paths = [write_leaderboard(store.parent, at, sort) for store in leaderboard_stores(results_dir)]
     return paths + [write_index(results_dir)]
 
@@ -458,7 +479,7 @@ def _run(argv: list[str] | None) -> int:
         description="Regenerate every leaderboard and plot under a results folder from its records."
     )
     parser.add_argument("--results-dir", default="results")
-    parser.add_argument("--at", type=int, default=DEFAULT_AT, help=f"T for the efficiency table (default {DEFAULT_AT})")
+    parser.add_argument("--at", type=int, help=f"T of the grid for the efficiency table (default {DEFAULT_AT})")
     parser.add_argument("--sort", default="method", help=f"sort the efficiency table by one of: {', '.join(SORT_KEYS)}")
     args = parser.parse_args(argv)
     if not Path(args.results_dir).is_dir():

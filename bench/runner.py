@@ -9,6 +9,7 @@ diverges is recorded as failed and the suite goes on.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -25,8 +26,9 @@ from bench.efficiency import energy_microjoules
 from bench.errors import UserError
 from bench.harness import BrokenContract, Evaluation, evaluate
 from bench.progress import QUIET
-from bench.records import Provenance, append_records, finished_settings, store_path
+from bench.records import Provenance, append_records, claimed, finished_settings, set_aside_torn_tail, store_path
 from bench.report import write_index, write_leaderboard
+from bench.spiking import SpikingModel
 from bench.training import TrainingDiverged
 
 
@@ -158,42 +160,69 @@ def _run_seed(config: RunConfig, planned: list[PlannedMethod], device: torch.dev
 
     build_ann()  # an unknown architecture or bad option fails here, before any training
     store = store_path(config.results_dir, config.data.name)
-    done = set() if rerun else finished_settings(store)
+    if distributed.is_main():
+        torn = set_aside_torn_tail(store)
+        if torn:
+            reporter.log(f"[yellow]warning: {torn}[/yellow]")
     distributed.barrier()  # every process reads the store before the main one appends to it
     provenance = Provenance.capture(config.section_hash("data", "model", "train", "eval"), config.seed, device)
     loader = make_loader_factory(dataset, config)
     for method in planned:
-        if method.setting_hash in done:
-            reporter.log(f"[dim]{method.label}: results already in {store}, skipped (use --rerun to run again)[/dim]")
-            continue
-        context = RunContext(
-            dataset=dataset,
-            architecture=config.model.name,
-            build_ann=build_ann,
-            options=method.options,
-            train=config.train,
-            device=device,
-            cache_dir=Path(config.cache_dir),
-            seed=config.seed,
-            fingerprint=training_fingerprint(config),
-            compile_neurons=config.compile_neurons,
-            data_loader=loader,
-            progress=reporter,
-        )
-        records = _run_method(method, context, config, loader, reporter)
-        base = _base_record(method, context, config, dataset, provenance)
-        if context.ceiling is not None:
-            ceiling = _ceiling_record(base)
-            base["ceiling"] = ceiling["label"]
-            records += [
-                {**ceiling, **record}
-                for record in _evaluate(
-                    context.ceiling, ceiling["label"], context, config, loader, reporter, records[0].get("build_wall_s")
-                )
-            ]
-        if distributed.is_main():
-            append_records(store, [{**base, **record} for record in records])
+        with _claim(store, method, config, reporter, rerun) as mine:
+            if mine:
+                _run_setting(method, config, dataset, build_ann, device, loader, provenance, store, reporter)
     return store
+
+
+@contextlib.contextmanager
+def _claim(store: Path, method: PlannedMethod, config: RunConfig, reporter, rerun: bool):
+    """Whether this process runs the setting: not when its records are complete (or it failed,
+    unless `rerun`), nor while another run on the same store is working on it."""
+    single = distributed.world_size() == 1
+    with claimed(store, method.setting_hash) if single else contextlib.nullcontext(True) as mine:
+        if not mine:
+            reporter.log(f"[dim]{method.label}: another run on {store} is working on it, skipped[/dim]")
+            yield False
+            return
+        state = None if rerun else finished_settings(store, config.eval.time_steps).get(method.setting_hash)
+        if state == "ok":
+            reporter.log(f"[dim]{method.label}: results already in {store}, skipped (use --rerun to run again)[/dim]")
+        elif state == "failed":
+            reporter.log(
+                f"[dim]{method.label}: failed before (its record says why), skipped (use --rerun to try again)[/dim]"
+            )
+        yield state is None
+
+
+def _run_setting(method, config, dataset, build_ann, device, loader, provenance, store, reporter) -> None:
+    """One method setting: build, simulate, append its records (and its own ANN's, if it has one)."""
+    context = RunContext(
+        dataset=dataset,
+        architecture=config.model.name,
+        build_ann=build_ann,
+        options=method.options,
+        train=config.train,
+        device=device,
+        cache_dir=Path(config.cache_dir),
+        seed=config.seed,
+        fingerprint=training_fingerprint(config),
+        compile_neurons=config.compile_neurons,
+        data_loader=loader,
+        progress=reporter,
+    )
+    records = _run_method(method, context, config, loader, reporter)
+    base = _base_record(method, context, config, dataset, provenance)
+    if context.ceiling is not None:
+        ceiling = _ceiling_record(base)
+        base["ceiling"] = ceiling["label"]
+        records += [
+            {**ceiling, **record}
+            for record in _evaluate(
+                context.ceiling, ceiling["label"], context, config, loader, reporter, records[0].get("build_wall_s")
+            )
+        ]
+    if distributed.is_main():
+        append_records(store, [{**base, **record} for record in records])
 
 
 def _run_method(
@@ -203,17 +232,32 @@ def _run_method(
     started = time.perf_counter()
     try:
         model = method.entry.build(context)
+        if not isinstance(model, SpikingModel):
+            raise BrokenContract(
+                f"its build returned a {type(model).__name__}, not a bench.spiking.SpikingModel "
+                f"(wrap an ANN in AnalogModel, a spiking body in SpikingNetwork)"
+            )
         return _evaluate(model, method.label, context, config, loader, reporter, time.perf_counter() - started)
+    except UserError:
+        raise  # the user's to fix: stop the suite with one line
     except (TrainingDiverged, BrokenContract) as failure:
         reporter.log(f"[red]{method.label} failed: {failure}[/red]")
-        return [
-            {
-                "status": "failed",
-                "error": str(failure),
-                "time_steps": None,
-                "build_wall_s": time.perf_counter() - started,
-            }
-        ]
+        return _failed(failure, started)
+    except (MemoryError, torch.OutOfMemoryError) as failure:
+        failure = f"out of memory ({type(failure).__name__}): lower data.batch_size or eval.memory_budget_mb"
+        reporter.log(f"[red]{method.label} failed: {failure}[/red]")
+        return _failed(failure, started)
+    except Exception as failure:  # noqa: BLE001 (one method's bug must not end the suite: it is recorded)
+        failure = f"{type(failure).__name__}: {failure} (a bug in the method; its record keeps the message)"
+        reporter.log(f"[red]{method.label} failed: {failure}[/red]")
+        return _failed(failure, started)
+
+
+def _failed(failure, started: float) -> list[dict[str, Any]]:
+    """The one record of a setting that failed, with its message."""
+    return [
+        {"status": "failed", "error": str(failure), "time_steps": None, "build_wall_s": time.perf_counter() - started}
+    ]
 
 
 def _evaluate(

@@ -9,11 +9,15 @@ reference and the conversion method so that both see the same network.
 from __future__ import annotations
 
 import math
+import os
+import random
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -78,7 +82,7 @@ def fit(
     loss = loss or _cross_entropy(train.label_smoothing)
     optimizer = build_optimizer(model.parameters(), train)
     schedule = build_schedule(optimizer, train, train.epochs * len(loader))
-    start_epoch, wall_s = _resume(checkpoint_path, model, optimizer, schedule)
+    start_epoch, wall_s = _resume(checkpoint_path, model, optimizer, schedule, loader)
     use_amp = train.amp and device.type == "cuda"
     memory_format = _fastest_memory_format(model)
     model.to(memory_format=memory_format)
@@ -107,10 +111,18 @@ def fit(
                 memory_format,
             )
             wall_s += time.perf_counter() - started
+            _check_finite_weights(model, epoch, divergence_hint)
             if checkpoint_path is not None and distributed.is_main():
-                _save(checkpoint_path, model, optimizer, schedule, epoch + 1, wall_s)
+                _save(checkpoint_path, model, optimizer, schedule, epoch + 1, wall_s, loader)
     model.eval()
     return TrainingReport(train.epochs, wall_s, mean_loss, accuracy)
+
+
+def _check_finite_weights(model: nn.Module, epoch: int, divergence_hint: str) -> None:
+    """A last step can leave non-finite weights behind a finite loss: that run diverged too."""
+    broken = [name for name, parameter in model.named_parameters() if not torch.isfinite(parameter).all()]
+    if broken:
+        raise TrainingDiverged(f"weights of {broken[0]} became non-finite in epoch {epoch + 1}: {divergence_hint}")
 
 
 def _cross_entropy(label_smoothing: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -166,33 +178,92 @@ def _train_epoch(
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
-def _resume(path: Path | None, model, optimizer, schedule) -> tuple[int, float]:
+CHECKPOINT_KEYS = ("model", "optimizer", "schedule", "epoch", "wall_s")
+
+
+def _resume(path: Path | None, model, optimizer, schedule, loader) -> tuple[int, float]:
+    """Load a checkpoint: tensors and plain data only (`weights_only`), so a file dropped in the
+    cache cannot run code; the random states come back too, so the run goes on as if never stopped."""
     if path is None or not path.is_file():
         return 0, 0.0
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 (torch raises many kinds for a damaged file)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 (torch raises many kinds for a damaged or unsafe file)
         raise UserError(
-            f"checkpoint {path} cannot be read ({type(error).__name__}); delete it to train from scratch"
+            f"checkpoint {path} cannot be read safely ({type(error).__name__}: it is damaged, or holds more than "
+            f"tensors and plain data); delete it to train from scratch"
         ) from None
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
+    if not isinstance(state, dict) or not set(CHECKPOINT_KEYS) <= set(state):
+        raise UserError(f"{path} is not a spikebench checkpoint; delete it to train from scratch")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise UserError(
+            f"checkpoint {path} does not fit this network ({first_line}); it was written by another version or "
+            f"architecture: delete it to train from scratch"
+        ) from None
+    _restore_random_states(state.get("random"), loader)
     return state["epoch"], state["wall_s"]
 
 
-def _save(path: Path, model, optimizer, schedule, epoch: int, wall_s: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _save(path: Path, model, optimizer, schedule, epoch: int, wall_s: float, loader) -> None:
+    """Write a checkpoint under a name of this process's own, then rename it: a crash or a second
+    process writing the same checkpoint never leaves a damaged file behind."""
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(),
         "epoch": epoch,
         "wall_s": wall_s,
+        "random": _random_states(loader),
     }
-    partial = path.with_suffix(".partial")
-    torch.save(state, partial)
-    partial.replace(path)  # a crash mid-write never leaves a corrupt checkpoint behind
+    partial = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, partial)
+        partial.replace(path)
+    except (OSError, RuntimeError) as error:
+        partial.unlink(missing_ok=True)
+        raise UserError(
+            f"cannot write the checkpoint {path} ({error}); free space in {path.parent} (a few times the model's "
+            f"size is needed) and run the same command again: it resumes from the last checkpoint"
+        ) from None
+
+
+def _random_states(loader) -> dict:
+    """Everything the rest of training draws from: torch (and CUDA), Python, NumPy, the data order."""
+    numpy_state = np.random.get_state()
+    generator = getattr(loader, "generator", None)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+        "numpy": torch.from_numpy(numpy_state[1].astype(np.int64)),
+        "numpy_position": int(numpy_state[2]),
+        "numpy_gauss": [int(numpy_state[3]), float(numpy_state[4])],
+        "loader": generator.get_state() if generator is not None else None,
+    }
+
+
+def _restore_random_states(states: dict | None, loader) -> None:
+    if not states:
+        return  # a checkpoint from before random states were kept
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    random.setstate((states["python_version"], tuple(states["python"]), states["python_gauss"]))
+    has_gauss, gauss = states["numpy_gauss"]
+    np.random.set_state(
+        ("MT19937", states["numpy"].numpy().astype(np.uint32), states["numpy_position"], has_gauss, gauss)
+    )
+    generator = getattr(loader, "generator", None)
+    if generator is not None and states["loader"] is not None:
+        generator.set_state(states["loader"])
 
 
 def trained_ann(context) -> tuple[nn.Module, TrainingReport]:

@@ -1,0 +1,282 @@
+"""Every failure a user can cause ends in one line and exit status 2 with nothing changed; records
+and checkpoints survive torn appends, kills, concurrent runs and unsafe files."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from bench.cli import main
+from bench.config import TrainConfig
+from bench.errors import UserError
+from bench.records import finished_settings, read_records, set_aside_torn_tail
+from bench.report import energy_caveat
+from bench.report import main as report_main
+from bench.training import TrainingDiverged, _resume, _save, fit
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--quiet",
+    "--epochs",
+    "1",
+    "--set",
+    "data.train_subset=64",
+    "--set",
+    "data.test_subset=20",
+    "--set",
+    "model.width=0.25",
+    "--set",
+    "eval.time_steps=[1,4]",
+]
+
+
+def tiny_args(tmp_path: Path, *extra: str) -> list[str]:
+    return [*TINY, "--results-dir", str(tmp_path / "results"), "--set", f"cache_dir={tmp_path / 'cache'}", *extra]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_one_line_refusal(capsys, status: int) -> str:
+    error = capsys.readouterr().err.strip()
+    assert status == 2, error
+    assert len(error.splitlines()) == 1 and error.startswith("error: ") and "Traceback" not in error, error
+    return error
+
+
+@pytest.mark.parametrize(
+    "extra,expected",
+    [
+        (["--seeds", "-1"], "seeds must be in 0 .. 2**63 - 1"),
+        (["--seeds", str(2**64)], "seeds must be in 0 .. 2**63 - 1"),
+        (["--methods", ""], "selects no method"),
+        (["--methods", ","], "selects no method"),
+        (["--set", "eval.time_steps=[1000000000]"], "above the maximum of 100000 steps"),
+    ],
+)
+def test_bad_flags_are_refused_before_any_work(tmp_path, capsys, extra, expected):
+    status = main(tiny_args(tmp_path, *extra))
+    assert expected in assert_one_line_refusal(capsys, status)
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
+
+
+def test_results_dir_that_is_a_file_and_a_config_that_is_not_utf8(tmp_path, capsys):
+    afile = tmp_path / "results.txt"
+    afile.write_text("not a folder")
+    assert "is a file" in assert_one_line_refusal(capsys, main([*TINY, "--results-dir", str(afile)]))
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes("data:\n  name: caf\xe9\n".encode("latin-1"))
+    assert "not UTF-8" in assert_one_line_refusal(capsys, main(["--config", str(config), "--quiet"]))
+    assert afile.read_text() == "not a folder"
+
+
+def test_report_at_a_t_off_the_grid_is_refused(capsys):
+    before = snapshot(ROOT / "results" / "tiny-imagenette")
+    status = report_main(["--results-dir", str(ROOT / "results"), "--at", "33"])
+    assert "--at 33 is not a T of" in assert_one_line_refusal(capsys, status)
+    assert snapshot(ROOT / "results" / "tiny-imagenette") == before
+
+
+def test_records_that_are_json_but_not_objects_are_refused(tmp_path):
+    store = tmp_path / "records.jsonl"
+    store.write_text('{"a": 1}\n[1, 2]\n')
+    with pytest.raises(UserError, match="line 2 is JSON but not a record"):
+        read_records(store)
+
+
+def test_a_torn_last_line_is_set_aside_and_a_partial_grid_is_not_finished(tmp_path):
+    store = tmp_path / "records.jsonl"
+    whole = [{"setting_hash": "a", "status": "ok", "time_steps": t} for t in (1, 4)]
+    partial = [{"setting_hash": "b", "status": "ok", "time_steps": 1}]
+    text = "".join(json.dumps(r) + "\n" for r in whole + partial) + '{"setting_hash": "b", "sta'
+    store.write_text(text)
+    assert len(read_records(store)) == 3  # the torn line is left out, not an error
+    assert finished_settings(store, [1, 4]) == {"a": "ok"}
+    assert "interrupted append" in set_aside_torn_tail(store)
+    assert store.read_text().endswith("\n") and len(store.read_text().splitlines()) == 3
+    assert (tmp_path / "records.jsonl.torn").read_text() == '{"setting_hash": "b", "sta\n'
+    assert set_aside_torn_tail(store) is None
+
+
+def test_a_torn_run_reruns_only_its_setting(tmp_path):
+    assert main(tiny_args(tmp_path, "--methods", "ann,conversion")) == 0
+    store = tmp_path / "results" / "tiny-imagenette" / "records.jsonl"
+    lines = store.read_text().splitlines()
+    ann = [line for line in lines if '"label": "ann"' in line]
+    conversion = [line for line in lines if '"label": "conversion"' in line]
+    store.write_text("\n".join(conversion + ann[:1]) + "\n" + ann[1][: len(ann[1]) // 2])  # torn in ann's 2nd
+    assert main(tiny_args(tmp_path, "--methods", "ann,conversion")) == 0
+    frame = read_records(store)
+    assert (frame["label"] == "conversion").sum() == 2  # not run again
+    assert sorted(frame.loc[frame["label"] == "ann", "time_steps"]) == [1, 1, 4]  # ann ran again, once
+    assert (store.parent / "records.jsonl.torn").is_file()
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (Path.write_text, (Path(os.environ["SPIKEBENCH_TEST_MARKER"]), "ran"))
+
+
+def test_unsafe_foreign_and_mismatched_checkpoints_are_refused(tmp_path, monkeypatch):
+    model = nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    marker = tmp_path / "marker"
+    monkeypatch.setenv("SPIKEBENCH_TEST_MARKER", str(marker))
+    malicious = tmp_path / "malicious.pt"
+    malicious.write_bytes(pickle.dumps({"model": _RunsCode()}, protocol=2))
+    with pytest.raises(UserError, match="cannot be read safely"):
+        _resume(malicious, model, optimizer, schedule, None)
+    assert not marker.exists()
+    foreign = tmp_path / "foreign.pt"
+    torch.save([1, 2, 3], foreign)
+    with pytest.raises(UserError, match="not a spikebench checkpoint"):
+        _resume(foreign, model, optimizer, schedule, None)
+    other = tmp_path / "other.pt"
+    bigger = nn.Linear(5, 2)
+    big_optimizer = torch.optim.SGD(bigger.parameters(), lr=0.1)
+    _save(other, bigger, big_optimizer, torch.optim.lr_scheduler.LambdaLR(big_optimizer, lambda s: 1.0), 1, 0.0, None)
+    with pytest.raises(UserError, match="does not fit this network"):
+        _resume(other, model, optimizer, schedule, None)
+
+
+def test_weights_that_become_non_finite_behind_a_finite_loss_are_a_divergence():
+    model = nn.Linear(1, 1, bias=False)
+    nn.init.constant_(model.weight, 1e-5)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.ones(1, 1), torch.zeros(1, dtype=torch.long))
+    )
+    train = TrainConfig(epochs=1, lr=10.0, momentum=0.0, weight_decay=0.0, schedule="constant")
+
+    def huge_gradient(outputs, labels):
+        return (outputs * 3e38).sum()  # finite (3e33), its step is not
+
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        fit(model, model, loader, train, torch.device("cpu"), loss=huge_gradient)
+
+
+def test_energy_caption_names_the_configured_prices():
+    default = pd.DataFrame({"pj_per_mac": [4.6], "pj_per_ac": [0.9]})
+    assert "4.6 pJ/MAC, 0.9 pJ/AC, Horowitz 2014" in energy_caveat(default)
+    assert "1 pJ/MAC, 0.1 pJ/AC, as configured" in energy_caveat(
+        pd.DataFrame({"pj_per_mac": [1.0], "pj_per_ac": [0.1]})
+    )
+
+
+PLUGIN = '''
+from torch import nn
+from bench.api import register_method
+
+@register_method("returns_plain_module", family="direct")
+def build(context):
+    """Forgets the contract."""
+    return nn.Linear(1, 1)
+
+@register_method("raises_inside", family="direct")
+def build_raising(context):
+    """A bug inside a method."""
+    raise ZeroDivisionError("oops")
+'''
+
+
+def test_a_failing_method_is_recorded_and_the_suite_goes_on(tmp_path, monkeypatch):
+    (tmp_path / "broken_methods.py").write_text(textwrap.dedent(PLUGIN))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = tiny_args(tmp_path, "--plugin", "broken_methods", "--methods", "returns_plain_module,raises_inside,ann")
+    assert main(args) == 0
+    frame = read_records(tmp_path / "results" / "tiny-imagenette" / "records.jsonl")
+    errors = dict(zip(frame["label"], frame["error"].fillna("")))
+    assert "not a bench.spiking.SpikingModel" in errors["returns_plain_module"]
+    assert "ZeroDivisionError: oops" in errors["raises_inside"]
+    assert set(frame.loc[frame["label"] == "ann", "status"]) == {"ok"}
+    assert main(args) == 0  # failed settings are not retried without --rerun
+    assert len(read_records(tmp_path / "results" / "tiny-imagenette" / "records.jsonl")) == len(frame)
+
+
+def run_cli(tmp_path: Path, name: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        str(ROOT / "run_all.py"),
+        *TINY,
+        "--methods",
+        "ann",
+        "--epochs",
+        "2",
+        "--results-dir",
+        str(tmp_path / name / "results"),
+        "--set",
+        f"cache_dir={tmp_path / name / 'cache'}",
+        *extra,
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+KILL_AFTER_FIRST_CHECKPOINT = """
+import os, signal
+import bench.training as training
+
+_save = training._save
+
+def save_then_die(*args, **kwargs):
+    _save(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+training._save = save_then_die
+"""
+
+
+def comparable(records: pd.DataFrame) -> list[dict]:
+    kept = ["label", "time_steps", "top1", "spikes_per_neuron", "sops_per_sample", "macs_per_sample", "epochs"]
+    return records[kept].to_dict("records")
+
+
+def test_a_run_killed_after_its_first_checkpoint_resumes_to_the_uninterrupted_result(tmp_path):
+    (tmp_path / "kill_plugin.py").write_text(KILL_AFTER_FIRST_CHECKPOINT)
+    whole = run_cli(tmp_path, "whole")
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    killed = run_cli(tmp_path, "resumed", "--plugin", "kill_plugin", env={"PYTHONPATH": str(tmp_path)})
+    assert killed.wait(timeout=300) == -9
+    resumed = run_cli(tmp_path, "resumed")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    stores = [
+        read_records(tmp_path / name / "results" / "tiny-imagenette" / "records.jsonl") for name in ("whole", "resumed")
+    ]
+    assert comparable(stores[0]) == comparable(stores[1])
+    checkpoints = [next((tmp_path / name / "cache").glob("ann-*.pt")) for name in ("whole", "resumed")]
+    weights = [torch.load(path, weights_only=True)["model"] for path in checkpoints]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def test_two_identical_runs_at_once_write_each_record_once(tmp_path):
+    shared = ["--results-dir", str(tmp_path / "results"), "--set", f"cache_dir={tmp_path / 'cache'}"]
+    command = [sys.executable, str(ROOT / "run_all.py"), *TINY, "--methods", "ann,conversion", *shared]
+    runs = [
+        subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    for run in runs:
+        assert run.wait(timeout=300) == 0, run.stderr.read()
+    frame = read_records(tmp_path / "results" / "tiny-imagenette" / "records.jsonl")
+    assert sorted(zip(frame["label"], frame["time_steps"])) == [
+        ("ann", 1),
+        ("ann", 4),
+        ("conversion", 1),
+        ("conversion", 4),
+    ]
