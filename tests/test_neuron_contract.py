@@ -7,7 +7,7 @@ from torch import nn
 
 from bench.efficiency import SpikeRecorder
 from bench.harness import evaluate
-from bench.spiking import DirectEncoder, LIFNeuron, SpikingNetwork, SpikingNeuron, TimeLayout, spike, time_layout
+from bench.spiking import DirectEncoder, LIFNeuron, SpikingNetwork, SpikingNeuron, TimeLayout, time_layout
 
 
 class HalfStartIF(SpikingNeuron):
@@ -30,9 +30,7 @@ class LearnableLeakLIF(LIFNeuron):
         self.leak_weight = nn.Parameter(torch.tensor(0.0))
 
     def step(self, current, potential, threshold):
-        potential = torch.sigmoid(self.leak_weight) * potential + current
-        spikes = spike(potential - threshold, self.surrogate)
-        return spikes, potential - spikes * threshold
+        return self.fire(torch.sigmoid(self.leak_weight) * potential + current, threshold)
 
 
 def two_layer_network() -> SpikingNetwork:

@@ -194,7 +194,10 @@ class LIFNeuron(SpikingNeuron):
         )
 
     def step(self, current: torch.Tensor, potential: torch.Tensor, threshold: torch.Tensor):
-        potential = self.leak * potential + current
+        return self.fire(self.leak * potential + current, threshold)
+
+    def fire(self, potential: torch.Tensor, threshold: torch.Tensor):
+        """(spikes where `potential` reaches the threshold, the potential after their reset)."""
         spikes = spike(potential - threshold, self.surrogate)
         reset_spikes = spikes.detach() if self.detach_reset else spikes
         if self.reset_mode == "subtract":
@@ -239,12 +242,7 @@ class ParametricLIFNeuron(LIFNeuron):
         return f"tau={1 / torch.sigmoid(self.leak_weight.detach()).item():.3g}, " + super().extra_repr()
 
     def step(self, current: torch.Tensor, potential: torch.Tensor, threshold: torch.Tensor):
-        potential = potential + torch.sigmoid(self.leak_weight) * (current - potential)
-        spikes = spike(potential - threshold, self.surrogate)
-        reset_spikes = spikes.detach() if self.detach_reset else spikes
-        if self.reset_mode == "subtract":
-            return spikes, potential - reset_spikes * threshold
-        return spikes, potential * (1 - reset_spikes)
+        return self.fire(potential + torch.sigmoid(self.leak_weight) * (current - potential), threshold)
 
     def integrate(self, current: torch.Tensor, threshold: torch.Tensor, compiled: bool = False) -> torch.Tensor:
         if torch.is_grad_enabled() or not self.fused or self.threshold.requires_grad:
