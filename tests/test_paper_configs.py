@@ -1,0 +1,75 @@
+"""The paper-scale configs (ResNet-50 on CIFAR-100 and Imagenette) run end to end on a CPU with tiny
+overrides: a few dozen images, one epoch, T up to 4. The full runs are for GPUs
+(`scripts/gpu_check.sh`); this checks that nothing in them breaks before anyone spends GPU hours."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.records import read_records
+from test_datasets import SHARED_DATA, needs_shared_data, write_cifar100
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--quiet",
+    "--epochs",
+    "1",
+    "--set",
+    "data.workers=0",
+    "--set",
+    "data.batch_size=8",
+    "--set",
+    "data.eval_batch_size=8",
+    "--set",
+    "eval.time_steps=[1,4]",
+    "--device",
+    "cpu",
+]
+
+
+def run_config(tmp_path: Path, config: str, data_root: Path, train: int, test: int) -> None:
+    args = [
+        *TINY,
+        "--config",
+        str(ROOT / "configs" / config),
+        "--data-root",
+        str(data_root),
+        "--set",
+        f"data.train_subset={train}",
+        "--set",
+        f"data.test_subset={test}",
+        "--results-dir",
+        str(tmp_path / "results"),
+        "--set",
+        f"cache_dir={tmp_path / 'cache'}",
+    ]
+    assert main(args) == 0
+
+
+def assert_every_row_ran(tmp_path: Path, dataset: str) -> None:
+    frame = read_records(tmp_path / "results" / dataset / "records.jsonl")
+    assert set(frame["label"]) == {"ann", "direct-T10", "conversion-poisson", "conversion-analog"}
+    assert set(frame["status"]) == {"ok"} and set(frame["architecture"]) == {"resnet50"}
+
+
+def test_cifar100_resnet50_config_end_to_end(tmp_path):
+    write_cifar100(tmp_path / "data", train_count=40, test_count=16)
+    run_config(tmp_path, "cifar100_resnet50.yaml", tmp_path / "data", train=40, test=16)
+    assert_every_row_ran(tmp_path, "cifar100")
+
+
+@needs_shared_data
+def test_imagenette_resnet50_config_end_to_end(tmp_path):
+    run_config(tmp_path, "imagenette_resnet50.yaml", SHARED_DATA, train=20, test=10)
+    assert_every_row_ran(tmp_path, "imagenette")
+
+
+@pytest.mark.skipif(not Path("/bin/bash").exists(), reason="the GPU check is a bash script")
+def test_gpu_check_says_what_it_would_run():
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run"], capture_output=True, text=True, check=True
+    )
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 2 and all("run_all.py --config configs/" in line and "--device cuda" in line for line in lines)
