@@ -6,10 +6,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_datasets import SHARED_DATA, needs_shared_data, write_cifar100
 
 from bench.cli import main
 from bench.records import read_records
-from test_datasets import SHARED_DATA, needs_shared_data, write_cifar100
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
