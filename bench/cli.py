@@ -19,7 +19,7 @@ from bench.config import MethodSpec, RunConfig, load_config
 from bench.errors import OneLineArgumentParser, UserError, exit_status
 from bench.progress import Reporter
 from bench.records import read_records, store_path
-from bench.report import latest_rows, percent_with_spread
+from bench.report import latest_rows, percent_with_spread, silent_settings
 from bench.runner import run_suite
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
@@ -128,6 +128,9 @@ def print_summary(console: Console, config: RunConfig, leaderboard: Path) -> Non
         by_t = {int(row["time_steps"]): row for _, row in group.iterrows()}
         table.add_row(label, *[percent_with_spread(by_t[t]) if t in by_t else "" for t in grid])
     console.print(table)
+    silent = silent_settings(rows)
+    if silent:
+        console.print(f"[yellow]silent (no spike reached the last neuron layer): {', '.join(silent)}[/yellow]")
     console.print(f"leaderboard: {leaderboard}")
 
 

@@ -140,6 +140,18 @@ def ann_accuracy(rows: pd.DataFrame) -> dict[str, float]:
     return ceilings
 
 
+def silent_settings(rows: pd.DataFrame) -> list[str]:
+    """Labels of spiking rows whose last neuron layer never fired: their accuracy is the readout's bias."""
+    silent = []
+    for (label, _), group in _settings(rows):
+        if group["status"].iloc[0] != "ok" or group["family"].iloc[0] == "reference" or "firing_rates" not in group:
+            continue
+        last = group.sort_values("time_steps").iloc[-1]["firing_rates"]
+        if isinstance(last, dict) and last and list(last.values())[-1] == 0:
+            silent.append(label)
+    return silent
+
+
 def ceiling_of(first: pd.Series, rows: pd.DataFrame, shared: dict[str, float]) -> float | None:
     """The top-1 a row is measured against: its own ANN's row when the method names one
     (`ceiling`, e.g. `qcfs-ann`), else the architecture's shared ANN."""
@@ -348,7 +360,11 @@ def write_leaderboard(dataset_dir: Path, at: int | None = None, sort: str = "met
             "is the mean; a seed sets initialization, data order, augmentation and the data subsets.",
             "",
         ]
-    lines += [accuracy_table(rows), "", f"![accuracy versus T]({ACCURACY_PLOT})", ""]
+    lines += [accuracy_table(rows), ""]
+    silent = silent_settings(rows)
+    if silent:
+        lines += [f"Silent (no spike reached the last neuron layer at any T): {', '.join(silent)}.", ""]
+    lines += [f"![accuracy versus T]({ACCURACY_PLOT})", ""]
     if "top5" in rows and rows["top5"].notna().any():
         lines += ["Top-5 accuracy (%):", "", accuracy_table(rows, "top5"), ""]
     lines += [

@@ -199,3 +199,35 @@ def test_commit_is_dirty_for_changed_code_but_not_for_changed_results(tmp_path):
     assert git_commit(tmp_path) == clean
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_commit(tmp_path) == clean + "+dirty"
+
+
+def test_a_network_whose_last_layer_never_fires_is_flagged_silent():
+    import pandas as pd
+
+    from bench.report import silent_settings
+
+    rows = pd.DataFrame(
+        [
+            {
+                "label": "quiet",
+                "architecture": "a",
+                "family": "direct",
+                "status": "ok",
+                "time_steps": t,
+                "firing_rates": {"first": 0.1, "last": 0.0},
+            }
+            for t in (1, 4)
+        ]
+        + [
+            {
+                "label": "busy",
+                "architecture": "a",
+                "family": "direct",
+                "status": "ok",
+                "time_steps": t,
+                "firing_rates": {"first": 0.1, "last": 0.02},
+            }
+            for t in (1, 4)
+        ]
+    )
+    assert silent_settings(rows) == ["quiet"]
