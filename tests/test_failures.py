@@ -280,3 +280,30 @@ def test_two_identical_runs_at_once_write_each_record_once(tmp_path):
         ("conversion", 1),
         ("conversion", 4),
     ]
+
+
+def test_folder_data_with_a_damaged_image_or_one_class_is_refused_up_front(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    import bench.data.datasets as datasets
+
+    monkeypatch.setattr(datasets, "CHECKED_DIR", tmp_path / "checked")
+    for split in ("train", "val"):
+        for label in ("cat", "dog"):
+            folder = tmp_path / "images" / split / label
+            folder.mkdir(parents=True)
+            for index in range(3):
+                Image.new("RGB", (8, 8), (index * 40, 10, 10)).save(folder / f"{index}.jpg")
+    whole = (tmp_path / "images" / "train" / "dog" / "2.jpg").read_bytes()
+    (tmp_path / "images" / "train" / "dog" / "2.jpg").write_bytes(whole[: len(whole) // 2])  # truncated
+    args = tiny_args(tmp_path, "--dataset", f"folder:{tmp_path / 'images'}", "--methods", "ann")
+    error = assert_one_line_refusal(capsys, main(args))
+    assert "1 of 12 images cannot be decoded" in error and "2.jpg" in error
+    assert not (tmp_path / "results").exists()
+    (tmp_path / "images" / "train" / "dog" / "2.jpg").write_bytes(whole)
+    for split in ("train", "val"):
+        for file in (tmp_path / "images" / split / "dog").iterdir():
+            file.unlink()
+        (tmp_path / "images" / split / "dog").rmdir()
+    error = assert_one_line_refusal(capsys, main(args))
+    assert "at least two" in error

@@ -8,8 +8,11 @@ threshold calibration. Subsets are class-balanced and fixed by the seed (see `_s
 Names: the registered ones (`list_datasets()`) plus `folder:PATH` for any image-folder tree.
 """
 
+import contextlib
 import dataclasses
 import functools
+import hashlib
+import os
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -437,6 +440,11 @@ def _image_folder(name: str) -> _RawSplits:
         raise UserError(
             f"{name}: class folders differ between {path / 'train'} and {test_dir}; both need the same class subfolders"
         )
+    if len(train.classes) < 2:
+        raise UserError(
+            f"{name}: {path / 'train'} holds {len(train.classes)} class folder; a benchmark needs at least two"
+        )
+    check_decodable(name, [file for file, _ in train.samples + test.samples])
     try:
         with Image.open(train.samples[0][0]) as first:
             image_size = min(first.size)
@@ -445,6 +453,34 @@ def _image_folder(name: str) -> _RawSplits:
         raise UserError(f"{name}: cannot read an image ({error})") from error
     info = DatasetInfo(name, len(train.classes), image_size, 3, mean, std)
     return _RawSplits(info, train, test, train.targets, test.targets, square=False)
+
+
+CHECKED_DIR = DEFAULT_DATA_ROOT.parent / "checked"
+
+
+def check_decodable(name: str, files: list[str]) -> None:
+    """Decode every image once, before any training, so that a damaged file stops the run up front
+    instead of in the middle of an epoch; a folder whose file list, sizes and times are unchanged
+    since it passed is not decoded again (a marker under ~/.cache/spikebench/checked)."""
+    stats = [(file, os.stat(file).st_size, os.stat(file).st_mtime_ns) for file in files]
+    marker = CHECKED_DIR / (hashlib.sha256(repr(stats).encode()).hexdigest()[:24] + ".ok")
+    if marker.is_file():
+        return
+    broken = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                image.load()
+        except (OSError, SyntaxError, ValueError) as error:
+            broken.append(f"{file} ({error})")
+    if broken:
+        raise UserError(
+            f"{name}: {len(broken)} of {len(files)} images cannot be decoded, the first {broken[0]}; "
+            f"remove or replace them"
+        )
+    with contextlib.suppress(OSError):  # a read-only cache only means checking again next time
+        CHECKED_DIR.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{name}: {len(files)} images decoded\n")
 
 
 def _sample_channel_stats(files: Sequence[str], sample_size: int = 256):
