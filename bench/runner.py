@@ -129,8 +129,14 @@ def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False) -> Path:
             reporter.log(f"seed {run.seed} ({number} of {len(runs)})")
         store = _run_seed(run, planned, device, reporter, rerun)
     if distributed.is_main():
-        write_leaderboard(store.parent)
-        write_index(Path(config.results_dir))
+        try:
+            write_leaderboard(store.parent)
+            write_index(Path(config.results_dir))
+        except OSError as error:
+            raise UserError(
+                f"cannot write the leaderboard in {store.parent} ({error.strerror}); the records are safe: free "
+                f"space there (a few MB) and run `python -m bench.report --results-dir {config.results_dir}`"
+            ) from None
     distributed.barrier()  # the others return once the reports exist
     return store.parent / "leaderboard.md"
 

@@ -307,3 +307,34 @@ def test_folder_data_with_a_damaged_image_or_one_class_is_refused_up_front(tmp_p
         (tmp_path / "images" / split / "dog").rmdir()
     error = assert_one_line_refusal(capsys, main(args))
     assert "at least two" in error
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "records", "leaderboard"])
+def test_a_full_disk_is_one_line_and_damages_nothing_written_before(tmp_path, monkeypatch, capsys, where):
+    import errno
+
+    import bench.records
+    import bench.report
+    import bench.training
+
+    assert main(tiny_args(tmp_path, "--methods", "ann")) == 0
+    before = snapshot(tmp_path)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = {
+        "checkpoint": (bench.training.torch, "save"),
+        "records": (bench.records.os, "fsync"),
+        "leaderboard": (bench.report, "plot_accuracy"),
+    }[where]
+    monkeypatch.setattr(*target, full)
+    status = main(tiny_args(tmp_path, "--methods", "ann,direct", "--rerun"))
+    error = assert_one_line_refusal(capsys, status)
+    assert "No space left on device" in error or "free space" in error
+    after = snapshot(tmp_path)
+    for name, content in before.items():
+        if name.endswith("records.jsonl"):
+            assert after[name].startswith(content), name  # appended to at most, never damaged
+        elif name.endswith(".pt"):
+            assert after[name] == content, name
