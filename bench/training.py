@@ -205,7 +205,7 @@ def _resume(path: Path | None, model, optimizer, schedule, loader) -> tuple[int,
             f"checkpoint {path} does not fit this network ({first_line}); it was written by another version or "
             f"architecture: delete it to train from scratch"
         ) from None
-    _restore_random_states(state.get("random"), loader)
+    _restore_random_states(state.get("random"), loader, model)
     return state["epoch"], state["wall_s"]
 
 
@@ -218,7 +218,7 @@ def _save(path: Path, model, optimizer, schedule, epoch: int, wall_s: float, loa
         "schedule": schedule.state_dict(),
         "epoch": epoch,
         "wall_s": wall_s,
-        "random": _random_states(loader),
+        "random": _random_states(loader, model),
     }
     partial = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     try:
@@ -233,8 +233,9 @@ def _save(path: Path, model, optimizer, schedule, epoch: int, wall_s: float, loa
         ) from None
 
 
-def _random_states(loader) -> dict:
-    """Everything the rest of training draws from: torch (and CUDA), Python, NumPy, the data order."""
+def _random_states(loader, model: nn.Module) -> dict:
+    """Everything the rest of training draws from: torch (and CUDA), Python, NumPy, the data order,
+    and the generators of modules that keep their own (`random_state()`, a Poisson encoder's)."""
     numpy_state = np.random.get_state()
     generator = getattr(loader, "generator", None)
     return {
@@ -247,10 +248,11 @@ def _random_states(loader) -> dict:
         "numpy_position": int(numpy_state[2]),
         "numpy_gauss": [int(numpy_state[3]), float(numpy_state[4])],
         "loader": generator.get_state() if generator is not None else None,
+        "modules": {name: m.random_state() for name, m in model.named_modules() if hasattr(m, "random_state")},
     }
 
 
-def _restore_random_states(states: dict | None, loader) -> None:
+def _restore_random_states(states: dict | None, loader, model: nn.Module) -> None:
     if not states:
         return  # a checkpoint from before random states were kept
     torch.set_rng_state(states["torch"])
@@ -264,6 +266,10 @@ def _restore_random_states(states: dict | None, loader) -> None:
     generator = getattr(loader, "generator", None)
     if generator is not None and states["loader"] is not None:
         generator.set_state(states["loader"])
+    modules = dict(model.named_modules())
+    for name, state in states.get("modules", {}).items():
+        if name in modules and hasattr(modules[name], "set_random_state"):
+            modules[name].set_random_state(state)
 
 
 def trained_ann(context) -> tuple[nn.Module, TrainingReport]:

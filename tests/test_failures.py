@@ -338,3 +338,19 @@ def test_a_full_disk_is_one_line_and_damages_nothing_written_before(tmp_path, mo
             assert after[name].startswith(content), name  # appended to at most, never damaged
         elif name.endswith(".pt"):
             assert after[name] == content, name
+
+
+def test_a_checkpoint_restores_the_poisson_encoder_draws(tmp_path):
+    from bench.spiking import PoissonEncoder
+
+    model = nn.Sequential(PoissonEncoder(seed=3))
+    encoder = model[0]
+    images = torch.rand(2, 3)
+    encoder(images, 2)  # the generator has advanced
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    _save(tmp_path / "c.pt", model, optimizer, schedule, 1, 0.0, None)
+    expected = encoder(images, 5)
+    fresh = nn.Sequential(PoissonEncoder(seed=3))
+    _resume(tmp_path / "c.pt", fresh, optimizer, schedule, None)
+    assert torch.equal(fresh[0](images, 5), expected)

@@ -60,6 +60,16 @@ class PoissonEncoder(nn.Module):
     def reset_state(self) -> None:
         """The generator runs on across batches: each batch draws fresh spikes."""
 
+    def random_state(self) -> torch.Tensor | None:
+        """The generator's state, for a checkpoint (None before the first draw)."""
+        return None if self._generator is None else self._generator.get_state()
+
+    def set_random_state(self, state: torch.Tensor | None) -> None:
+        """Continue from a checkpoint's `random_state()` (on the CPU generator; others start afresh)."""
+        if state is not None:
+            self._generator = torch.Generator()
+            self._generator.set_state(state)
+
 
 ENCODERS = {"direct": DirectEncoder, "poisson": PoissonEncoder}
 
