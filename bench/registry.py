@@ -47,7 +47,9 @@ class Registry(Generic[Value]):
         self._entries: dict[str, _Entry[Value]] = {}
 
     def add(self, name: str, value: Value, *, origin: str | None = None) -> Value:
-        """Register `value` under `name`; a name that exists already is refused."""
+        """Register `value` under `name`; a name that exists already is refused. The built-in and
+        installed entries load first, so a plugin that reuses one of their names is the one refused."""
+        self._load()
         self._refuse_duplicate(name)
         self._entries[name] = _Entry(value, None, origin or describe(value))
         return value
@@ -56,6 +58,7 @@ class Registry(Generic[Value]):
         """Register `"module:object"`, imported the first time `name` is asked for."""
         if ":" not in target:
             raise ValueError(f"a lazy {self.kind} is 'module:object', got {target!r}")
+        self._load()
         self._refuse_duplicate(name)
         self._entries[name] = _Entry(None, target, target)
 

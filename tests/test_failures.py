@@ -354,3 +354,24 @@ def test_a_checkpoint_restores_the_poisson_encoder_draws(tmp_path):
     fresh = nn.Sequential(PoissonEncoder(seed=3))
     _resume(tmp_path / "c.pt", fresh, optimizer, schedule, None)
     assert torch.equal(fresh[0](images, 5), expected)
+
+
+@pytest.mark.parametrize(
+    "source,expected",
+    [
+        ("def broken(:\n", "failed on import: SyntaxError"),
+        ("raise RuntimeError('no GPU here')\n", "failed on import: RuntimeError: no GPU here"),
+        (
+            "from bench.api import register_method\n\n"
+            "@register_method('ann', family='reference')\ndef build(context):\n    pass\n",
+            "method 'ann' is already registered (by methods.ann:build_ann_reference)",
+        ),
+    ],
+)
+def test_a_broken_plugin_is_one_line(tmp_path, monkeypatch, capsys, source, expected):
+    (tmp_path / "broken_plugin_module.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "broken_plugin_module", raising=False)
+    status = main(tiny_args(tmp_path, "--plugin", "broken_plugin_module"))
+    assert expected in assert_one_line_refusal(capsys, status)
+    assert not (tmp_path / "results").exists()
