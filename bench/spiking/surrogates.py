@@ -75,14 +75,16 @@ class Surrogate:
     height: float = 1.0
 
     def __post_init__(self) -> None:
-        SURROGATES.get(self.shape)  # an unknown shape is refused with the list of known ones
+        # An unknown shape is refused with the list of known ones; the function is looked up once
+        # here, not at every time step of the backward pass.
+        object.__setattr__(self, "_function", SURROGATES.get(self.shape))
         if not self.width > 0 or not self.height > 0:
             raise UserError(
                 f"surrogate width and height must be positive, got width={self.width}, height={self.height}"
             )
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
-        return SURROGATES.get(self.shape)(x, self.width, self.height)
+        return self._function(x, self.width, self.height)
 
 
 class SpikeFunction(torch.autograd.Function):
