@@ -137,7 +137,7 @@ class RunConfig:
     # order of float operations; like `device`, recorded with the results but not part of a setting.
     compile_neurons: bool = False
     results_dir: str = "results"
-    cache_dir: str = ".cache/spikebench"
+    cache_dir: str = "~/.cache/spikebench"
     plugins: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:

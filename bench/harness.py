@@ -3,7 +3,9 @@
 For each test batch `[B, C, H, W]` the model is reset, then run in time chunks of `chunk_size`
 steps (outputs `[chunk, B, K]`); the running sum of outputs is the readout, so the prediction at
 T is the argmax of the sum of the first T outputs, the same as a separate T-step simulation.
-On the way it counts, per step, the spikes of every neuron layer and the synaptic operations of
+It also keeps, at each T, which test images were classified correctly (a bit per image, in
+test-set order), so that two methods read on the same images can be compared paired
+(`bench.stats`). On the way it counts, per step, the spikes of every neuron layer and the synaptic operations of
 every synaptic layer (`bench.efficiency`), and reads their running totals at each T. A
 time-invariant model (an ANN) is run for one step and holds its numbers at every T.
 """
@@ -14,8 +16,10 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
+from bench import distributed
 from bench.distributed import gather_sum
 from bench.efficiency import OperationCounter, SpikeRecorder
 from bench.progress import QUIET
@@ -36,6 +40,8 @@ class Evaluation:
     num_samples: int = 0
     top1: dict[int, float] = field(default_factory=dict)
     top5: dict[int, float] | None = None
+    # Per T, whether each test image (in test-set order) was classified correctly (top-1).
+    correct: dict[int, np.ndarray] = field(default_factory=dict)
     firing_rates: dict[int, dict[str, float]] = field(default_factory=dict)
     spikes_per_neuron: dict[int, float] = field(default_factory=dict)
     sops: dict[int, float] = field(default_factory=dict)
@@ -56,6 +62,11 @@ class _Tally:
     def __init__(self, grid: list[int], with_top5: bool) -> None:
         self.grid = grid
         self.correct1 = dict.fromkeys(grid, 0)
+        # Per-image top-1 hits at each T and the images' positions in the whole test set: under
+        # torchrun a process evaluates every world-th image starting at its rank.
+        self.hits: dict[int, list[torch.Tensor]] = {t: [] for t in grid}
+        self.positions: list[torch.Tensor] = []
+        self.first, self.stride = distributed.rank(), distributed.world_size()
         self.correct5 = dict.fromkeys(grid, 0) if with_top5 else None
         self.totals: dict[int, dict[str, float]] = {t: defaultdict(float) for t in grid}
         self.neurons: dict[str, int] = {}
@@ -63,7 +74,9 @@ class _Tally:
         self.samples = 0
 
     def score(self, time_step: int, scores: torch.Tensor, labels: torch.Tensor) -> None:
-        self.correct1[time_step] += (scores.argmax(1) == labels).sum().item()
+        hits = scores.argmax(1) == labels
+        self.hits[time_step].append(hits.cpu())
+        self.correct1[time_step] += hits.sum().item()
         if self.correct5 is not None:
             top5 = scores.topk(min(5, scores.shape[1]), dim=1).indices
             self.correct5[time_step] += (top5 == labels[:, None]).any(1).sum().item()
@@ -76,6 +89,8 @@ class _Tally:
                 self.correct5[t] += other.correct5[t]
             for name, value in other.totals[t].items():
                 self.totals[t][name] += value
+            self.hits[t] += other.hits[t]
+        self.positions += other.positions
         self.samples += other.samples
         self.neurons = self.neurons or other.neurons
         self.dense_macs = self.dense_macs or other.dense_macs
@@ -86,6 +101,9 @@ class _Tally:
         evaluation.top1 = {t: self.correct1[t] / samples for t in self.grid}
         if self.correct5 is not None:
             evaluation.top5 = {t: self.correct5[t] / samples for t in self.grid}
+        if self.positions:
+            order = torch.cat(self.positions).argsort()
+            evaluation.correct = {t: torch.cat(self.hits[t])[order].numpy() for t in self.grid}
         evaluation.neurons_per_sample = dict(self.neurons)
         evaluation.dense_macs_per_sample = sum(self.dense_macs.values())
         total_neurons = sum(self.neurons.values())
@@ -186,6 +204,7 @@ def _simulate_batch(
         readout = running[-1]
         so_far = {name: row[-1] for name, row in zip(names, rows)}
         done += steps
+    tally.positions.append(tally.first + tally.stride * torch.arange(tally.samples, tally.samples + len(labels)))
     tally.neurons.update(spikes.neurons_per_sample())
     if counter is not None:
         tally.dense_macs = dict(counter.dense_macs_per_sample)

@@ -26,9 +26,18 @@ from bench.efficiency import energy_microjoules
 from bench.errors import UserError
 from bench.harness import BrokenContract, Evaluation, evaluate
 from bench.progress import QUIET
-from bench.records import Provenance, append_records, claimed, finished_settings, set_aside_torn_tail, store_path
+from bench.records import (
+    Provenance,
+    append_records,
+    claimed,
+    dataset_slug,
+    finished_settings,
+    set_aside_torn_tail,
+    store_path,
+)
 from bench.report import write_index, write_leaderboard
 from bench.spiking import SpikingModel
+from bench.stats import pack_bits
 from bench.training import TrainingDiverged
 
 
@@ -51,6 +60,7 @@ class PlannedMethod:
     options: Any
     setting: str
     setting_hash: str
+    reference_key: str
 
 
 def plan_methods(config: RunConfig) -> list[PlannedMethod]:
@@ -68,10 +78,32 @@ def plan_methods(config: RunConfig) -> list[PlannedMethod]:
         setting = ", ".join(f"{key}={value}" for key, value in sorted(changed.items()))
         planned.append(
             PlannedMethod(
-                spec.display_name, entry, options, setting, hash_of([base, spec.name, spec.display_name, values])
+                spec.display_name,
+                entry,
+                options,
+                setting,
+                hash_of([base, spec.name, spec.display_name, values]),
+                reference_key(config, spec.name, values),
             )
         )
     return planned
+
+
+# Fields that do not change what a setting measures: where the data lies, how it is loaded and
+# how the simulation is cut into chunks. Two runs that differ only in these (and in seed, commit
+# or hardware) are runs of the same setting.
+NOT_PART_OF_A_SETTING = {"data": ("root", "workers", "eval_batch_size"), "eval": ("chunk_size", "memory_budget_mb")}
+
+
+def reference_key(config: RunConfig, method: str, options: dict[str, Any]) -> str:
+    """What a run shares with a published reference of the same setting, whatever its seed, label,
+    machine or commit: the dataset, architecture, training and evaluation settings, method and options."""
+    sections = {name: dict(config.to_dict()[name]) for name in ("data", "model", "train", "eval")}
+    for name, fields in NOT_PART_OF_A_SETTING.items():
+        for key in fields:
+            sections[name].pop(key, None)
+    sections["data"]["name"] = dataset_slug(config.data.name)
+    return hash_of([sections, method, options])
 
 
 def training_fingerprint(config: RunConfig) -> str:
@@ -209,7 +241,7 @@ def _run_setting(method, config, dataset, build_ann, device, loader, provenance,
         options=method.options,
         train=config.train,
         device=device,
-        cache_dir=Path(config.cache_dir),
+        cache_dir=Path(config.cache_dir).expanduser(),
         seed=config.seed,
         fingerprint=training_fingerprint(config),
         compile_neurons=config.compile_neurons,
@@ -290,6 +322,7 @@ def _ceiling_record(base: dict[str, Any]) -> dict[str, Any]:
         "label": f"{base['label']}-ann",
         "family": "reference",
         "setting_hash": f"{base['setting_hash']}-ann",
+        "reference_key": f"{base['reference_key']}-ann",
         "time_steps_train": 0,
     }
 
@@ -302,6 +335,8 @@ def _evaluation_record(
         "time_steps": time_steps,
         "top1": evaluation.top1[time_steps],
         "top5": evaluation.top5[time_steps] if evaluation.top5 else None,
+        # Which test images were right at this T (`bench.stats.unpack_bits(bits, test_size)`).
+        "correct_bits": pack_bits(evaluation.correct[time_steps]) if evaluation.correct else None,
         "spikes_per_neuron": evaluation.spikes_per_neuron.get(time_steps, 0.0),
         "firing_rates": evaluation.firing_rates.get(time_steps, {}),
         "neurons_per_sample": evaluation.neurons_per_sample,
@@ -340,6 +375,7 @@ def _base_record(
         "setting": method.setting,
         "options": dataclasses.asdict(method.options),
         "setting_hash": method.setting_hash,
+        "reference_key": method.reference_key,
         "architecture": config.model.name,
         "model_options": f"width={config.model.width}, pooling={config.model.pooling}",
         "epochs": notes.get("epochs"),
