@@ -28,6 +28,7 @@ beyond its first stage at the default initialization for every surrogate, so BN 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -45,6 +46,7 @@ from bench.spiking import (
     Surrogate,
     ThresholdDependentBatchNorm,
     build_encoder,
+    pre_addition_norms,
     replace_modules,
     replace_relus,
 )
@@ -67,7 +69,8 @@ class DirectOptions:
     surrogate_width, surrogate_height: the surrogate gradient (`bench.spiking.surrogates`).
     time_steps_train: T of backpropagation through time. batch_norm: true (BN on the currents),
     `tdbn` (threshold-dependent BN, Zheng et al., AAAI 2021: the normalized current scaled by
-    tdbn_alpha * threshold) or false (every BatchNorm removed, the ablation). encoder: `direct`
+    tdbn_alpha * threshold, and by tdbn_alpha / sqrt(2) * threshold just before a residual
+    addition) or false (every BatchNorm removed, the ablation). encoder: `direct`
     (analog image every step) or `poisson`. optimizer, lr, epochs: null takes the run's `train:`
     section, a value overrides it for this method only.
     """
@@ -134,12 +137,13 @@ def spiking_network(
     if options.batch_norm is False:
         replace_modules(ann, nn.modules.batchnorm._BatchNorm, lambda name, norm: nn.Identity())
     elif options.batch_norm == "tdbn":
+        before_addition = pre_addition_norms(ann)
         replace_modules(
             ann,
             nn.BatchNorm2d,
             lambda name, norm: ThresholdDependentBatchNorm(
                 norm.num_features,
-                alpha=options.tdbn_alpha,
+                alpha=options.tdbn_alpha / (math.sqrt(2) if name in before_addition else 1.0),
                 threshold=options.threshold,
                 eps=norm.eps,
                 momentum=norm.momentum,
@@ -188,6 +192,11 @@ def build_direct(context: RunContext) -> SpikingNetwork:
     return train_direct(context, context.options)
 
 
+# Part of the cache key of trained networks: raised when the same options build a different
+# network (2: tdBN scales the batch norms before a residual addition by 1/sqrt(2)).
+NETWORK_VERSION = 2
+
+
 def train_direct(context: RunContext, options: DirectOptions, name: str = "direct", loss=None) -> SpikingNetwork:
     """The `direct` network trained by BPTT over `options.time_steps_train` steps and cached under
     `name`; with a `loss(outputs [T, B, K], labels)` (TET) the loss reads every step, else the
@@ -195,7 +204,7 @@ def train_direct(context: RunContext, options: DirectOptions, name: str = "direc
     torch.manual_seed(context.seed)
     model = spiking_network(context.build_ann(), options, context.seed, context.compile_neurons).to(context.device)
     train = train_config(context.train, options)
-    key = hash_of([context.fingerprint, context.train, dataclasses.asdict(options)])
+    key = hash_of([context.fingerprint, context.train, dataclasses.asdict(options), NETWORK_VERSION])
     steps = options.time_steps_train
     report = fit(
         model,

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from bench.api import get_method, list_methods
+from bench.architectures import build_architecture
 from bench.cli import main
 from bench.conversion import fold_batch_norm, threshold_balance
 from bench.spiking import (
@@ -16,8 +17,10 @@ from bench.spiking import (
     ParametricLIFNeuron,
     SpikingNetwork,
     ThresholdDependentBatchNorm,
+    pre_addition_norms,
 )
 from methods.calibration import CalibrationOptions, calibrate, correct_biases, mmse_thresholds, output_gap, relu_outputs
+from methods.direct import DirectOptions, spiking_network
 from methods.qcfs import QuantClipFloorShift
 from methods.tet import tet_loss
 
@@ -91,6 +94,27 @@ def test_tdbn_scales_the_normalized_current_by_alpha_times_threshold():
     plain = nn.BatchNorm2d(3)(x)
     assert torch.allclose(ThresholdDependentBatchNorm(3, alpha=0.5, threshold=2.0)(x), plain, atol=1e-6)
     assert torch.allclose(ThresholdDependentBatchNorm(3, alpha=1.0, threshold=2.0)(x), 2 * plain, atol=1e-6)
+
+
+def test_tdbn_scales_the_norms_before_each_residual_addition_by_one_over_sqrt2():
+    ann = build_architecture("cifar_resnet8", 10, image_size=32, in_channels=3)
+    assert pre_addition_norms(ann) == {
+        "layer1.0.bn2",
+        "layer2.0.bn2",
+        "layer2.0.shortcut.1",
+        "layer3.0.bn2",
+        "layer3.0.shortcut.1",
+    }
+    network = spiking_network(ann, DirectOptions(batch_norm="tdbn", tdbn_alpha=2.0, threshold=0.5))
+    alphas = {
+        name.removeprefix("body."): norm.alpha
+        for name, norm in network.named_modules()
+        if isinstance(norm, ThresholdDependentBatchNorm)
+    }
+    assert alphas["bn1"] == 2.0 and alphas["layer2.0.bn1"] == 2.0
+    assert alphas["layer2.0.bn2"] == pytest.approx(2.0 / math.sqrt(2))
+    assert alphas["layer3.0.shortcut.1"] == pytest.approx(2.0 / math.sqrt(2))
+    assert sum(a == pytest.approx(math.sqrt(2)) for a in alphas.values()) == 5 and len(alphas) == 9
 
 
 def small_ann() -> nn.Module:

@@ -38,7 +38,7 @@ from bench.spiking.encoders import DirectEncoder, PoissonEncoder, build_encoder
 from bench.spiking.layout import TimeLayout, current_layout, time_layout
 from bench.spiking.network import AnalogModel, SpikingModel, SpikingNetwork, replace_modules, replace_relus
 from bench.spiking.neurons import IFNeuron, LIFNeuron, ParametricLIFNeuron, SpikingNeuron, Stateful
-from bench.spiking.normalization import ThresholdDependentBatchNorm
+from bench.spiking.normalization import ThresholdDependentBatchNorm, pre_addition_norms
 from bench.spiking.surrogates import SURROGATES, Surrogate, list_surrogates, register_surrogate, spike
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "Stateful",
     "Surrogate",
     "ThresholdDependentBatchNorm",
+    "pre_addition_norms",
     "TimeLayout",
     "build_encoder",
     "current_layout",

@@ -7,7 +7,11 @@ norm in a `SpikingNetwork` already takes them), the normalized current is scaled
 
     y = weight * (alpha * threshold * (x - mean) / sqrt(var + eps)) + bias
 
-so that the pre-synaptic input of every neuron starts on the scale of its threshold.
+so that the pre-synaptic input of every neuron starts on the scale of its threshold. In a
+residual block two normalized currents are added before the neuron, so the paper scales the batch
+norms just before the addition (the last one of the residual branch and the one of a projection
+shortcut) by alpha / sqrt(2) instead: the sum then has the variance of one branch.
+`pre_addition_norms(model)` finds them in the CIFAR ResNets and timm's ResNets.
 """
 
 from __future__ import annotations
@@ -15,6 +19,32 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# Attributes that hold a residual block's shortcut: `shortcut` (bench.architectures), `downsample` (timm).
+SHORTCUT_NAMES = ("shortcut", "downsample")
+
+
+def pre_addition_norms(model: nn.Module) -> set[str]:
+    """Qualified names of the batch norms whose output is added to another branch: in every module
+    with a shortcut attribute, its last direct-child batch norm (the residual branch's end) and every
+    batch norm inside the shortcut."""
+    names: set[str] = set()
+    for block_name, block in model.named_modules():
+        shortcut_name = next((name for name in SHORTCUT_NAMES if hasattr(block, name)), None)
+        if shortcut_name is None:
+            continue
+        prefix = f"{block_name}." if block_name else ""
+        own = [name for name, child in block.named_children() if isinstance(child, nn.BatchNorm2d)]
+        if own:
+            names.add(prefix + own[-1])
+        shortcut = getattr(block, shortcut_name)
+        if isinstance(shortcut, nn.Module):
+            names.update(
+                f"{prefix}{shortcut_name}.{name}"
+                for name, child in shortcut.named_modules()
+                if isinstance(child, nn.BatchNorm2d)
+            )
+    return names
 
 
 class ThresholdDependentBatchNorm(nn.BatchNorm2d):
