@@ -1,41 +1,53 @@
-"""The command line behind `run_all.py`: parse, validate, run the suite, print a summary.
+"""The command line: `spikebench run|report|speed|gradients` (`run_all.py` is `spikebench run`).
 
-Mistakes a user can make end as one line on stderr and exit status 2; an interrupted run
-resumes when the same command is given again.
+`spikebench run` parses, validates, runs the suite and prints a summary that fits an 80-column
+terminal, with the verdict against the published reference where there is one (the full tables
+are in the leaderboard). Mistakes a user can make end as one line on stderr and exit status 2;
+an interrupted run resumes when the same command is given again.
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from bench import distributed
+from bench import distributed, report
 from bench.api import get_method, list_methods, load_plugins
 from bench.config import MethodSpec, RunConfig, load_config
 from bench.errors import OneLineArgumentParser, UserError, exit_status
 from bench.progress import Reporter
 from bench.records import read_records, store_path
-from bench.report import latest_rows, percent_with_spread, silent_settings
+from bench.reference import resolve_reference_dir, verdicts
+from bench.report import compact_cell, latest_rows, silent_settings
 from bench.runner import run_suite
+from bench.studies import gradients, speed
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
-SUMMARY_STEPS = (1, 4, 16, 64, 256, 1000)
+SUMMARY_STEPS = (1, 4, 16, 64, 1000)
+SUMMARY_WIDTH = 80
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(
-        description="Measure accuracy against latency T for every spiking method on one dataset."
+        prog="spikebench run", description="Measure accuracy against latency T for every spiking method on one dataset."
     )
-    parser.add_argument("--config", help="YAML config (default: configs/default.yaml)")
+    parser.add_argument("--config", help="YAML config, a path or a shipped config's name (default: default)")
     parser.add_argument("--dataset", help="dataset name: tiny-imagenette, cifar10, cifar100, imagenette, folder:PATH")
     parser.add_argument("--methods", help="comma-separated method names or labels (wildcards allowed), e.g. ann,direct")
     parser.add_argument("--data-root", help="folder that holds the dataset")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--results-dir", help="where records and leaderboards go (default: results)")
+    parser.add_argument(
+        "--results-dir", help="where records and leaderboards go (default: runs; `results` publishes a reference)"
+    )
+    parser.add_argument(
+        "--reference-dir", help="published references to compare with (default: results; empty for none)"
+    )
     parser.add_argument("--epochs", type=int, help="training epochs for every method (train.epochs)")
     parser.add_argument(
         "--seeds", help="comma-separated seeds, one full run each; the leaderboard shows mean ± std (seed)"
@@ -64,14 +76,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         ("device", "device"),
         ("epochs", "train.epochs"),
         ("results_dir", "results_dir"),
+        ("reference_dir", "reference_dir"),
     ):
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
     if args.seeds is not None:
         overrides.append(f"seed=[{args.seeds}]")
-    config_path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
-    config = load_config(config_path, overrides)
+    config = load_config(args.config or "default", overrides)
     config.plugins = list(config.plugins) + list(args.plugin)
     if args.methods is not None:
         load_plugins(config.plugins)
@@ -112,30 +124,81 @@ def print_methods(console: Console) -> None:
 
 
 def print_summary(console: Console, config: RunConfig, leaderboard: Path) -> None:
+    """Top-1 at a few T, one line per setting, and the verdict against the reference: narrow enough
+    for an 80-column terminal; the leaderboard has every T and number."""
     rows = latest_rows(read_records(store_path(config.results_dir, config.data.name)))
     labels = [spec.display_name for spec in config.methods]
     rows = rows[rows["label"].isin(labels) & (rows["architecture"] == config.model.name)]
     grid = [t for t in config.eval.time_steps if t in SUMMARY_STEPS or t == config.eval.time_steps[-1]]
-    console.print(f"top-1 accuracy (%) on {config.data.name}, {config.model.name}")
-    table = Table()
-    table.add_column("method", no_wrap=True)
+    grid = grid[-len(SUMMARY_STEPS) :]
+    seeds = "std over seeds" if (rows["seeds"] > 1).any() else "95 % interval"
+    console.print(f"top-1 (%) on {config.data.name}, {config.model.name}; ± {seeds}")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("method", no_wrap=True, max_width=16, overflow="ellipsis")
     for t in grid:
-        table.add_column(f"T={t}", justify="right")
+        table.add_column(f"T={t}", justify="right", no_wrap=True)
     for label, group in rows.groupby("label", sort=False):
         if group["status"].iloc[0] != "ok":
             table.add_row(label, "failed", *[""] * (len(grid) - 1))
             continue
         by_t = {int(row["time_steps"]): row for _, row in group.iterrows()}
-        table.add_row(label, *[percent_with_spread(by_t[t]) if t in by_t else "" for t in grid])
+        table.add_row(label, *[compact_cell(by_t[t]) if t in by_t else "" for t in grid])
     console.print(table)
     silent = silent_settings(rows)
     if silent:
         console.print(f"[yellow]silent (no spike reached the last neuron layer): {', '.join(silent)}[/yellow]")
+    reference_dir = resolve_reference_dir(config.reference_dir, config.results_dir)
+    found = verdicts(rows, reference_dir)
+    if found:
+        console.print(f"against the reference in {found[0].reference} (gap in points at the worst T):")
+        check = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        for column in ("method", "reference", "verdict"):
+            check.add_column(column, no_wrap=True)
+        for verdict in found:
+            seeds = f"{verdict.reference_seeds} seed" + ("s" if verdict.reference_seeds > 1 else "")
+            theirs = f"{100 * verdict.theirs:.1f} ({seeds})"
+            word = "reproduced" if verdict.reproduced else "[red]NOT reproduced[/red]"
+            gap = f"{100 * verdict.gap:+.1f} at T={verdict.time_steps}, allowed ±{100 * verdict.allowed:.1f}"
+            check.add_row(verdict.label, theirs, f"{word}: {gap}")
+        console.print(check)
+    elif reference_dir is not None:
+        console.print(f"no reference in {reference_dir} has these settings (its README.md lists the ones there are)")
     console.print(f"leaderboard: {leaderboard}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`spikebench run` (and `python run_all.py`)."""
     return exit_status(lambda: _run(argv))
+
+
+def _commands() -> dict[str, tuple[str, Callable[[list[str]], int]]]:
+    return {
+        "run": ("train and measure every configured method; write records and the leaderboard", main),
+        "report": ("rebuild leaderboards and plots from records", report.main),
+        "speed": ("time and size a spiking network against its ANN", speed.main),
+        "gradients": ("the gradient-flow study of surrogate-gradient training", gradients.main),
+        "methods": ("list the registered methods", lambda rest: main(["--list-methods", *rest])),
+    }
+
+
+def spikebench(argv: list[str] | None = None) -> int:
+    """The `spikebench` command: `spikebench <command> [options]`; each command's errors are one line."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = _commands()
+    if not argv or argv[0] in ("-h", "--help"):
+        width = max(map(len, commands))
+        lines = [f"  {name:<{width}}  {text}" for name, (text, _) in commands.items()]
+        print("usage: spikebench <command> [options]; spikebench <command> --help for its options\n")
+        print("\n".join(["commands:", *lines]))
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in commands:
+        return exit_status(lambda: _unknown(name, commands))
+    return commands[name][1](rest)
+
+
+def _unknown(name: str, commands: dict) -> int:
+    raise UserError(f"unknown command {name!r}; choose one of {', '.join(commands)} (spikebench --help)")
 
 
 def _run(argv: list[str] | None) -> int:

@@ -136,7 +136,11 @@ class RunConfig:
     # Run the neurons' training steps as `torch.compile` kernels: faster, the same results up to the
     # order of float operations; like `device`, recorded with the results but not part of a setting.
     compile_neurons: bool = False
-    results_dir: str = "results"
+    # A run's records and leaderboards go to `results_dir`; `results/` holds the published
+    # references, which a run is compared with (`bench.reference`) and which only a run given
+    # `--results-dir results` writes to.
+    results_dir: str = "runs"
+    reference_dir: str | None = "results"  # None or "": compare with nothing
     cache_dir: str = "~/.cache/spikebench"
     plugins: list[str] = field(default_factory=list)
 
@@ -251,9 +255,28 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     return build_dataclass(RunConfig, values, "")
 
 
+def shipped_configs() -> Path:
+    """The folder of the configs shipped with spikebench: `configs/` of a checkout (and of an
+    editable install), or its copy installed as package data `bench/configs/`."""
+    installed = Path(__file__).resolve().parent / "configs"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[1] / "configs"
+
+
+def find_config(name: str | Path) -> Path:
+    """A config file: the path as given when it exists, else a shipped config by file name or stem
+    (`default`, `cifar10_methods_cpu.yaml`, `configs/default.yaml` from any folder)."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    shipped = shipped_configs() / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    return shipped if shipped.is_file() else path
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
+    path = find_config(path)
     if not path.is_file():
-        raise UserError(f"config file {path} does not exist; pick one from configs/ (for example configs/default.yaml)")
+        known = ", ".join(sorted(p.stem for p in shipped_configs().glob("*.yaml"))) or "none found"
+        raise UserError(f"config file {path} does not exist; give a path or a shipped config ({known})")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as error:

@@ -1,7 +1,9 @@
 """Records: one JSON line per dataset, method setting, architecture and T, with provenance.
 
-The store is `results/<dataset>/records.jsonl`, appended to and never rewritten; pandas reads
-it with `pd.read_json(path, lines=True)`. Every table and plot is generated from it.
+The store is `<results dir>/<dataset>/records.jsonl` (`runs/` for a user's runs, `results/` for the
+published references), appended to and never rewritten; pandas reads it with
+`pd.read_json(path, lines=True)`. Every table and plot is generated from it, through
+`latest_rows`: one row per setting and T, averaged over seeds.
 
 A setting's records are appended in one write under an exclusive lock (`fcntl`), so that
 concurrent runs never interleave lines; an append cut short (a kill, a full disk) leaves a last
@@ -31,6 +33,8 @@ import torch
 from bench.errors import UserError
 
 STORE_NAME = "records.jsonl"
+# Rows of a leaderboard in this order: the ANN first, then direct training, hybrid, conversion.
+FAMILY_ORDER = {"reference": 0, "direct": 1, "hybrid": 2, "conversion": 3}
 
 
 def dataset_slug(dataset: str) -> str:
@@ -252,3 +256,90 @@ def finished_settings(path: Path, time_steps: list[int] | None = None) -> dict[s
         elif ok.empty and (group["status"] == "failed").any():
             done[setting] = "failed"
     return done
+
+
+def leaderboard_stores(results_dir: Path) -> list[Path]:
+    """Every suite's records under `results_dir`: `<dataset>/records.jsonl`, and one level deeper for
+    a suite written to a folder of its own (`--results-dir results/<suite>`); the gradient study
+    keeps its own report."""
+    stores = list(results_dir.glob(f"*/{STORE_NAME}")) + list(results_dir.glob(f"*/*/{STORE_NAME}"))
+    return sorted(store for store in stores if "gradients" not in store.relative_to(results_dir).parts)
+
+
+def latest_rows(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per (label, architecture, T): the newest run of each seed, averaged over seeds.
+
+    With one seed the rows are that run's records, with `seeds` 1. With several, the columns of
+    SEED_MEANS hold the mean over the seeds that ran, `top1_std` (and `top5_std`) the sample
+    standard deviation, `seeds` how many there were, `seed` which ones, `commit` every commit
+    involved; firing rates are averaged per layer, and the rest of the provenance comes from the
+    newest run. Failed seeds are left out of the mean; a setting whose seeds all failed shows its
+    newest failure.
+    """
+    if records.empty:
+        return records
+    records = records.assign(seed=records["seed"].fillna(0).astype(int) if "seed" in records else 0)
+    newest = records.groupby(["label", "architecture", "seed"])["run_id"].transform("max")
+    chosen = records[records["run_id"] == newest]
+    chosen = pd.concat(
+        [_mean_over_seeds(group) for _, group in chosen.groupby(["label", "architecture"], sort=False)],
+        ignore_index=True,
+    )
+    chosen["family_order"] = chosen["family"].map(FAMILY_ORDER).fillna(9)
+    return chosen.sort_values(["architecture", "family_order", "label", "time_steps"], na_position="first")
+
+
+SEED_MEANS = (
+    "top1",
+    "top5",
+    "spikes_per_neuron",
+    "sops_per_sample",
+    "macs_per_sample",
+    "energy_uj",
+    "ann_energy_uj",
+    "train_wall_s",
+    "build_wall_s",
+    "eval_wall_s",
+)
+
+
+def _mean_over_seeds(runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of one setting, one per T (see `latest_rows`)."""
+    ok = runs[runs["status"] == "ok"]
+    if ok["seed"].nunique() <= 1:
+        single = ok if not ok.empty else runs[runs["run_id"] == runs["run_id"].max()]
+        return single.assign(
+            seeds=1,
+            top1_std=float("nan"),
+            top5_std=float("nan"),
+            correct_by_seed=[_bits_by_seed(single.loc[[index]]) for index in single.index],
+        )
+    rows = []
+    for _, at_t in ok.groupby("time_steps", sort=True):
+        row = at_t.loc[at_t["run_id"].idxmax()].copy()
+        row["correct_by_seed"] = _bits_by_seed(at_t)
+        for column in SEED_MEANS:
+            if column in at_t and at_t[column].notna().any():
+                row[column] = at_t[column].mean()
+        row["top1_std"] = at_t["top1"].std(ddof=1)
+        row["top5_std"] = at_t["top5"].std(ddof=1) if "top5" in at_t and at_t["top5"].notna().all() else float("nan")
+        row["seeds"] = len(at_t)
+        row["seed"] = ", ".join(str(seed) for seed in sorted(at_t["seed"]))
+        if "commit" in at_t:
+            row["commit"] = ", ".join(sorted(set(at_t["commit"].astype(str))))
+        rates = [r for r in at_t["firing_rates"] if isinstance(r, dict)] if "firing_rates" in at_t else []
+        if len(rates) == len(at_t) and rates:
+            row["firing_rates"] = {layer: sum(r.get(layer, 0.0) for r in rates) / len(rates) for layer in rates[0]}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _bits_by_seed(records: pd.DataFrame) -> dict[int, tuple[str, int]]:
+    """{seed: (per-image correctness bits, number of test images)} of records at one T, where kept."""
+    if "correct_bits" not in records:
+        return {}
+    return {
+        int(record["seed"]): (record["correct_bits"], int(record["test_size"]))
+        for _, record in records.iterrows()
+        if isinstance(record.get("correct_bits"), str) and not pd.isna(record.get("test_size"))
+    }

@@ -1,9 +1,11 @@
-"""Leaderboards from records: `results/<dataset>/leaderboard.md`, its plots, and `results/README.md`.
+"""Leaderboards from records: `<results dir>/<dataset>/leaderboard.md`, its plots, and the index
+`<results dir>/README.md`.
 
 Nothing here is typed by hand. Each table and plot is regenerated from `records.jsonl` alone, the
 newest run of every (method label, architecture) pair making one row; papers' numbers come from
 `bench/reported.yaml` and stand in their own section, never in a measured row. Rebuilding from
-the same records gives the same bytes. `python -m bench.report` rebuilds everything.
+the same records gives the same bytes. `python -m bench.report --results-dir DIR` rebuilds everything
+under DIR (default `runs`), comparing its rows with the references in `results/` (`bench.reference`).
 """
 
 from __future__ import annotations
@@ -15,78 +17,18 @@ import pandas as pd
 import yaml
 from tabulate import tabulate
 
+from bench.claims import CLAIMS_NAME, write_claims
 from bench.efficiency import ENERGY_CAVEAT, PJ_PER_AC, PJ_PER_MAC
 from bench.errors import OneLineArgumentParser, UserError, exit_status
 from bench.plots import ACCURACY_PLOT, ENERGY_PLOT, FIRING_PLOT, plot_accuracy, plot_energy, plot_firing_rates
-from bench.records import STORE_NAME, read_records
+from bench.records import STORE_NAME, latest_rows, leaderboard_stores, read_records
+from bench.reference import Verdict, resolve_reference_dir, verdicts
+from bench.stats import discordant, mcnemar_exact, unpack_bits, wilson_interval
 
 REPORTED_PATH = Path(__file__).with_name("reported.yaml")
-FAMILY_ORDER = {"reference": 0, "direct": 1, "hybrid": 2, "conversion": 3}
 FRACTIONS_OF_ANN = (0.90, 0.95, 0.99)
 DEFAULT_AT = 32
 SORT_KEYS = ("method", "top1", "T@90%", "T@95%", "T@99%", "spikes/neuron", "SOPs", "energy", "train wall")
-
-
-def latest_rows(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per (label, architecture, T): the newest run of each seed, averaged over seeds.
-
-    With one seed the rows are that run's records, with `seeds` 1. With several, the columns of
-    SEED_MEANS hold the mean over the seeds that ran, `top1_std` (and `top5_std`) the sample
-    standard deviation, `seeds` how many there were, `seed` which ones, `commit` every commit
-    involved; firing rates are averaged per layer, and the rest of the provenance comes from the
-    newest run. Failed seeds are left out of the mean; a setting whose seeds all failed shows its
-    newest failure.
-    """
-    if records.empty:
-        return records
-    records = records.assign(seed=records["seed"].fillna(0).astype(int) if "seed" in records else 0)
-    newest = records.groupby(["label", "architecture", "seed"])["run_id"].transform("max")
-    chosen = records[records["run_id"] == newest]
-    chosen = pd.concat(
-        [_mean_over_seeds(group) for _, group in chosen.groupby(["label", "architecture"], sort=False)],
-        ignore_index=True,
-    )
-    chosen["family_order"] = chosen["family"].map(FAMILY_ORDER).fillna(9)
-    return chosen.sort_values(["architecture", "family_order", "label", "time_steps"], na_position="first")
-
-
-SEED_MEANS = (
-    "top1",
-    "top5",
-    "spikes_per_neuron",
-    "sops_per_sample",
-    "macs_per_sample",
-    "energy_uj",
-    "ann_energy_uj",
-    "train_wall_s",
-    "build_wall_s",
-    "eval_wall_s",
-)
-
-
-def _mean_over_seeds(runs: pd.DataFrame) -> pd.DataFrame:
-    """The rows of one setting, one per T (see `latest_rows`)."""
-    ok = runs[runs["status"] == "ok"]
-    if ok["seed"].nunique() <= 1:
-        single = ok if not ok.empty else runs[runs["run_id"] == runs["run_id"].max()]
-        return single.assign(seeds=1, top1_std=float("nan"), top5_std=float("nan"))
-    rows = []
-    for _, at_t in ok.groupby("time_steps", sort=True):
-        row = at_t.loc[at_t["run_id"].idxmax()].copy()
-        for column in SEED_MEANS:
-            if column in at_t and at_t[column].notna().any():
-                row[column] = at_t[column].mean()
-        row["top1_std"] = at_t["top1"].std(ddof=1)
-        row["top5_std"] = at_t["top5"].std(ddof=1) if "top5" in at_t and at_t["top5"].notna().all() else float("nan")
-        row["seeds"] = len(at_t)
-        row["seed"] = ", ".join(str(seed) for seed in sorted(at_t["seed"]))
-        if "commit" in at_t:
-            row["commit"] = ", ".join(sorted(set(at_t["commit"].astype(str))))
-        rates = [r for r in at_t["firing_rates"] if isinstance(r, dict)] if "firing_rates" in at_t else []
-        if len(rates) == len(at_t) and rates:
-            row["firing_rates"] = {layer: sum(r.get(layer, 0.0) for r in rates) / len(rates) for layer in rates[0]}
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def _settings(rows: pd.DataFrame):
@@ -106,7 +48,10 @@ def _millions(value) -> str:
 
 
 def accuracy_table(rows: pd.DataFrame, metric: str = "top1") -> str:
+    """Rows of settings, columns of T. For top-1, the best spiking row at each T is in bold and a row
+    whose difference to it is significant on the paired test (`paired_marks`) carries a `*`."""
     grid = sorted(int(t) for t in rows.loc[rows["status"] == "ok", "time_steps"].dropna().unique())
+    marks = paired_marks(rows) if metric == "top1" else {}
     headers = ["method", "family", "architecture", "setting"] + [f"T={t}" for t in grid]
     table = []
     for (label, architecture), group in _settings(rows):
@@ -116,18 +61,147 @@ def accuracy_table(rows: pd.DataFrame, metric: str = "top1") -> str:
             row += [f"failed: {first.get('error', '')}"] + [""] * (len(grid) - 1)
         else:
             by_t = {int(r["time_steps"]): r for _, r in group.iterrows()}
-            row += [percent_with_spread(by_t[t], metric) if t in by_t else "" for t in grid]
+            row += [_marked(by_t[t], metric, marks.get((label, architecture, t))) if t in by_t else "" for t in grid]
         table.append(row)
     return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
 
 
+def _marked(row, metric: str, mark: str | None) -> str:
+    cell = percent_with_spread(row, metric)
+    if mark == "best":
+        return f"**{cell}**"
+    return cell + " \\*" if mark == "worse" else cell
+
+
 def percent_with_spread(row, metric: str = "top1") -> str:
-    """A percentage, `mean ± std` when the row averages several seeds."""
+    """A percentage with its uncertainty: `mean ± std` over seeds when the row averages several,
+    else the 95 % Wilson interval from the number of test images, `58.40 (54.03–62.64)`."""
     value = _percent(row.get(metric))
+    if not value:
+        return value
     spread = row.get(f"{metric}_std")
-    if row.get("seeds", 1) > 1 and spread is not None and not pd.isna(spread) and value:
+    if row.get("seeds", 1) > 1 and spread is not None and not pd.isna(spread):
         return f"{value} ± {100 * spread:.2f}"
-    return value
+    interval = _wilson(row, metric)
+    return f"{value} ({100 * interval[0]:.2f}–{100 * interval[1]:.2f})" if interval else value
+
+
+def compact_cell(row, metric: str = "top1") -> str:
+    """A short cell for the terminal: `58.3±2.2`, ± the standard deviation over seeds, or for one
+    run half the width of its 95 % Wilson interval."""
+    value = row.get(metric)
+    if value is None or pd.isna(value):
+        return ""
+    spread = row.get(f"{metric}_std")
+    if row.get("seeds", 1) > 1 and spread is not None and not pd.isna(spread):
+        return f"{100 * value:.1f}±{100 * spread:.1f}"
+    interval = _wilson(row, metric)
+    return f"{100 * value:.1f}±{50 * (interval[1] - interval[0]):.1f}" if interval else f"{100 * value:.1f}"
+
+
+def _wilson(row, metric: str) -> tuple[float, float] | None:
+    images = row.get("test_size")
+    if images is None or pd.isna(images) or int(images) <= 0:
+        return None
+    return wilson_interval(round(row[metric] * int(images)), int(images))
+
+
+SIGNIFICANCE = 0.05
+
+
+def paired_marks(rows: pd.DataFrame) -> dict[tuple[str, str, int], str]:
+    """At each T, the best spiking row ("best") and the rows significantly below it ("worse").
+
+    Two rows are compared on the same test images with the exact McNemar test (`bench.stats`),
+    the discordant counts summed over the seeds both rows ran (each seed draws its own subset);
+    p < SIGNIFICANCE, not corrected for the many comparisons of a table. A row without
+    per-image records (older records) is not tested and stays unmarked.
+    """
+    spiking = rows[(rows["status"] == "ok") & (rows["family"] != "reference")]
+    marks: dict[tuple[str, str, int], str] = {}
+    if spiking.empty or "correct_by_seed" not in spiking:
+        return marks
+    for t, at_t in spiking.groupby("time_steps"):
+        best = at_t.loc[at_t["top1"].idxmax()]
+        marks[(best["label"], best["architecture"], int(t))] = "best"
+        for _, other in at_t.iterrows():
+            if (other["label"], other["architecture"]) == (best["label"], best["architecture"]):
+                continue
+            p_value = paired_p_value(best["correct_by_seed"], other["correct_by_seed"])
+            if p_value is not None and p_value < SIGNIFICANCE:
+                marks[(other["label"], other["architecture"], int(t))] = "worse"
+    return marks
+
+
+def paired_p_value(first, second) -> float | None:
+    """Exact McNemar p-value of two rows' per-image results over their common seeds; None when they
+    share no seed with per-image records on the same number of images."""
+    if not isinstance(first, dict) or not isinstance(second, dict):
+        return None
+    only_first = only_second = 0
+    common = [seed for seed in first if seed in second and first[seed][1] == second[seed][1]]
+    for seed in common:
+        (bits_a, count), (bits_b, _) = first[seed], second[seed]
+        a, b = discordant(unpack_bits(bits_a, count), unpack_bits(bits_b, count))
+        only_first, only_second = only_first + a, only_second + b
+    return mcnemar_exact(only_first, only_second) if common else None
+
+
+VERDICT_RULE = (
+    "the gap to the reference's mean is allowed z·σ·√(1/seeds + 1/reference seeds) at each T, σ the larger "
+    "of the seed spreads and the binomial spread of one accuracy on that many test images, z set so that "
+    "chance flags a row in at most 5 % of runs (Bonferroni over its T); the row names the T of its largest "
+    "gap relative to that (see `bench/reference.py`)."
+)
+
+
+def verdict_table(found: list[Verdict]) -> str:
+    headers = ["method", "reference", "reference seeds", "T", "yours (%)", "reference (%)", "gap", "allowed", "verdict"]
+    body = [
+        [
+            v.label,
+            f"{v.reference}/leaderboard.md",
+            v.reference_seeds,
+            v.time_steps,
+            _percent(v.ours),
+            _percent(v.theirs),
+            f"{100 * v.gap:+.2f}",
+            f"±{100 * v.allowed:.2f}",
+            "reproduced" if v.reproduced else "not reproduced",
+        ]
+        for v in found
+    ]
+    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def uncertainty_note(rows: pd.DataFrame) -> str:
+    """What the intervals and marks of the accuracy table mean, for the rows at hand."""
+    parts = []
+    if (rows["seeds"] > 1).any():
+        parts.append(
+            "With several seeds a cell is the mean ± the sample standard deviation over them, and every other "
+            "number is the mean; a seed sets initialization, data order, augmentation and the data subsets."
+        )
+    if (rows["seeds"] == 1).any():
+        parts.append(
+            "A cell of one run gives, in brackets, the 95 % Wilson interval of its accuracy on that many test images."
+        )
+    parts.append(
+        f"In bold: the best spiking row at that T; \\* marks a row below it by a difference that the exact "
+        f"McNemar test on the same test images (discordant images summed over common seeds) finds significant, "
+        f"p < {SIGNIFICANCE:g}, not corrected for multiple comparisons; unmarked rows are not distinguishable from "
+        f"the best at this number of test images."
+    )
+    untested = [
+        label
+        for (label, _), group in _settings(rows)
+        if group["status"].iloc[0] == "ok"
+        and group["family"].iloc[0] != "reference"
+        and not any(isinstance(v, dict) and v for v in group.get("correct_by_seed", []))
+    ]
+    if untested:
+        parts.append(f"Not tested (their records predate per-image results): {', '.join(untested)}.")
+    return " ".join(parts)
 
 
 def ann_accuracy(rows: pd.DataFrame) -> dict[str, float]:
@@ -335,9 +409,12 @@ def energy_caveat(rows: pd.DataFrame) -> str:
     return f"compute only ({given}, as configured; 45 nm: 4.6 and 0.9, Horowitz 2014); memory traffic is not counted"
 
 
-def write_leaderboard(dataset_dir: Path, at: int | None = None, sort: str = "method") -> Path:
+def write_leaderboard(
+    dataset_dir: Path, at: int | None = None, sort: str = "method", reference_dir: Path | None = None
+) -> Path:
     """Regenerate `leaderboard.md` and its plots in `dataset_dir` from its records. `at` is the T
-    of the efficiency table: one of the grid; None takes 32, or the largest T of the grid below it."""
+    of the efficiency table: one of the grid; None takes 32, or the largest T of the grid below it.
+    With `reference_dir`, rows whose setting has a published reference there get a verdict."""
     if sort not in SORT_KEYS:
         raise UserError(f"cannot sort by {sort!r}; choose one of {', '.join(SORT_KEYS)}")
     rows = latest_rows(read_records(dataset_dir / STORE_NAME))
@@ -354,17 +431,22 @@ def write_leaderboard(dataset_dir: Path, at: int | None = None, sort: str = "met
         "ANN, the ceiling. Every measured number here is generated from `records.jsonl` beside this file.",
         "",
     ]
-    if (rows["seeds"] > 1).any():
-        lines += [
-            "With several seeds a cell is the mean ± the sample standard deviation over them, and every other number",
-            "is the mean; a seed sets initialization, data order, augmentation and the data subsets.",
-            "",
-        ]
-    lines += [accuracy_table(rows), ""]
+    lines += [uncertainty_note(rows), "", accuracy_table(rows), ""]
     silent = silent_settings(rows)
     if silent:
         lines += [f"Silent (no spike reached the last neuron layer at any T): {', '.join(silent)}.", ""]
     lines += [f"![accuracy versus T]({ACCURACY_PLOT})", ""]
+    found = verdicts(rows, reference_dir)
+    if found:
+        lines += [
+            "## Against the published reference",
+            "",
+            f"Rows whose setting (dataset, architecture, training, evaluation, method options) has a reference "
+            f"in `{reference_dir.as_posix()}`: {VERDICT_RULE}",
+            "",
+            verdict_table(found),
+            "",
+        ]
     if "top5" in rows and rows["top5"].notna().any():
         lines += ["Top-5 accuracy (%):", "", accuracy_table(rows, "top5"), ""]
     lines += [
@@ -400,7 +482,7 @@ def write_leaderboard(dataset_dir: Path, at: int | None = None, sort: str = "met
     lines += [
         f"Model options: {first.get('model_options', '')}; {seeds}; versions: {_versions(first.get('versions'))}.",
         "",
-        "Regenerate with `python -m bench.report`.",
+        "Regenerate with `python -m bench.report --results-dir DIR`, DIR the results folder this one is in.",
         "",
     ]
     path.write_text("\n".join(lines))
@@ -413,20 +495,13 @@ def _versions(versions) -> str:
     return ", ".join(f"{name} {version}" for name, version in sorted(versions.items()))
 
 
-def leaderboard_stores(results_dir: Path) -> list[Path]:
-    """Every suite's records under `results_dir`: `<dataset>/records.jsonl`, and one level deeper for
-    a suite written to a folder of its own (`--results-dir results/<suite>`); the gradient study
-    keeps its own report."""
-    stores = list(results_dir.glob(f"*/{STORE_NAME}")) + list(results_dir.glob(f"*/*/{STORE_NAME}"))
-    return sorted(store for store in stores if "gradients" not in store.relative_to(results_dir).parts)
-
-
 def write_index(results_dir: Path) -> Path:
     """`results/README.md`: one line per leaderboard with its best measured method."""
     lines = [
         "# Results",
         "",
-        "Every leaderboard below is generated from its `records.jsonl` by `python -m bench.report`.",
+        "Every leaderboard below is generated from its `records.jsonl` by `python -m bench.report --results-dir "
+        "<this folder>`.",
         "",
     ]
     table = []
@@ -459,6 +534,7 @@ def write_index(results_dir: Path) -> Path:
         "",
     ]
     studies = sorted(results_dir.glob("perf*.md")) + sorted(results_dir.glob("gradients/*/report.md"))
+    studies += [results_dir / CLAIMS_NAME] if (results_dir / CLAIMS_NAME).is_file() else []
     if studies:
         lines += [
             "Other measurements, each naming the command that generated it: "
@@ -481,9 +557,18 @@ def _efficiency_step(rows: pd.DataFrame, at: int | None, dataset_dir: Path) -> i
     return below[-1] if below else grid[0]
 
 
-def rebuild_all(results_dir: Path, at: int | None = None, sort: str = "method") -> list[Path]:
-    paths = [write_leaderboard(store.parent, at, sort) for store in leaderboard_stores(results_dir)]
-    return paths + [write_index(results_dir)]
+def rebuild_all(
+    results_dir: Path, at: int | None = None, sort: str = "method", reference_dir: Path | None = None
+) -> list[Path]:
+    stores = leaderboard_stores(results_dir)
+    paths = [write_leaderboard(store.parent, at, sort, reference_dir) for store in stores]
+    return paths + write_summaries(results_dir)
+
+
+def write_summaries(results_dir: Path) -> list[Path]:
+    """The folder's index of leaderboards and its claims report (`bench.claims`)."""
+    claims = write_claims(results_dir)
+    return [write_index(results_dir)] + ([claims] if claims else [])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -494,13 +579,19 @@ def _run(argv: list[str] | None) -> int:
     parser = OneLineArgumentParser(
         description="Regenerate every leaderboard and plot under a results folder from its records."
     )
-    parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--results-dir", default="runs", help="the folder to rebuild (default: runs)")
+    parser.add_argument(
+        "--reference-dir",
+        default="results",
+        help="published references to compare the rows with (default: results; never the folder being rebuilt)",
+    )
     parser.add_argument("--at", type=int, help=f"T of the grid for the efficiency table (default {DEFAULT_AT})")
     parser.add_argument("--sort", default="method", help=f"sort the efficiency table by one of: {', '.join(SORT_KEYS)}")
     args = parser.parse_args(argv)
     if not Path(args.results_dir).is_dir():
         raise UserError(f"results folder {args.results_dir} does not exist; run `python run_all.py` first")
-    for path in rebuild_all(Path(args.results_dir), args.at, args.sort):
+    reference_dir = resolve_reference_dir(args.reference_dir, args.results_dir)
+    for path in rebuild_all(Path(args.results_dir), args.at, args.sort, reference_dir):
         print(path)
     return 0
 

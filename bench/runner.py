@@ -35,7 +35,8 @@ from bench.records import (
     set_aside_torn_tail,
     store_path,
 )
-from bench.report import write_index, write_leaderboard
+from bench.reference import resolve_reference_dir
+from bench.report import write_leaderboard, write_summaries
 from bench.spiking import SpikingModel
 from bench.stats import pack_bits
 from bench.training import TrainingDiverged
@@ -162,8 +163,10 @@ def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False) -> Path:
         store = _run_seed(run, planned, device, reporter, rerun)
     if distributed.is_main():
         try:
-            write_leaderboard(store.parent)
-            write_index(Path(config.results_dir))
+            write_leaderboard(
+                store.parent, reference_dir=resolve_reference_dir(config.reference_dir, config.results_dir)
+            )
+            write_summaries(Path(config.results_dir))
         except OSError as error:
             raise UserError(
                 f"cannot write the leaderboard in {store.parent} ({error.strerror}); the records are safe: free "

@@ -93,7 +93,19 @@ def test_efficiency_columns_and_sorting(tmp_path):
     direct_row = next(line for line in section.splitlines() if line.startswith("| direct "))
     cells = [cell.strip() for cell in direct_row.strip("|").split("|")]
     # method, T, top-1, T@90%, T@95%, T@99%, spikes/neuron, SOPs (M), MACs (M), energy, energy/ANN, ...
-    assert cells[:11] == ["direct", "10", "58.00", "10", "10", "100", "1.000", "10", "1", "10.00", "0.200"]
+    assert cells[:11] == [
+        "direct",
+        "10",
+        "58.00 (44.23–70.62)",
+        "10",
+        "10",
+        "100",
+        "1.000",
+        "10",
+        "1",
+        "10.00",
+        "0.200",
+    ]
     assert section.index("| ann ") > section.index("| direct ")  # sorted by energy, lowest first
     text = write_leaderboard(folder, at=10, sort="method").read_text()
     section = text.split("## Latency and efficiency at T = 10")[1].split("##")[0]

@@ -6,7 +6,8 @@ of steps from the same initialization on the same batches, and records per step 
 norm of every conv/linear weight in forward order, and for one neuron layer the norm of the
 gradient reaching its input current at each time step (the flattened `[T*B, ...]` current viewed
 as `[T, B, ...]`). One JSON line per setting goes to
-`results/gradients/<dataset>-<architecture>/records.jsonl`; the report and plots beside it are
+`runs/gradients/<dataset>-<architecture>/records.jsonl` (`--set results_dir=results` publishes
+it beside the reference results); the report and plots beside it are
 made from those records alone (`bench.studies.gradient_report`).
 
 A setting is flagged from the ratio of the first layer's gradient norm to the last layer's, each
@@ -37,7 +38,16 @@ from torch import nn
 
 from bench.api import get_method
 from bench.architectures import build_architecture
-from bench.config import DataConfig, ModelConfig, TrainConfig, apply_override, build_dataclass, hash_of, read_yaml
+from bench.config import (
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    apply_override,
+    build_dataclass,
+    hash_of,
+    read_yaml,
+    shipped_configs,
+)
 from bench.data import load_dataset
 from bench.errors import OneLineArgumentParser, UserError, exit_status
 from bench.progress import QUIET, Reporter
@@ -47,7 +57,7 @@ from bench.spiking import SpikingNeuron
 from bench.studies.gradient_report import write_report
 from bench.training import build_optimizer
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "gradients.yaml"
+DEFAULT_CONFIG = shipped_configs() / "gradients.yaml"
 
 
 @dataclass
@@ -95,7 +105,7 @@ class StudyConfig:
     vanishing_ratio: float = 0.01
     seed: int = 0
     device: str = "cpu"
-    results_dir: str = "results"
+    results_dir: str = "runs"  # `--set results_dir=results` publishes the study
 
     def __post_init__(self) -> None:
         if self.steps < 1:

@@ -14,8 +14,9 @@ Training steps of all contestants are interleaved and the best of `--repeats` ro
 each curve is one run of the harness against the mean of sustained ANN forwards timed around it,
 so that load from other processes on a shared machine hurts every contestant alike. On a CPU
 with one thread the clock is the process's CPU time (other processes cannot inflate it);
-otherwise it is wall time. Results go to `results/perf.json`; `results/perf.md` is rendered
-from it (`bench.studies.speed_report`). Memory is measured in a fresh process per point (peak resident
+otherwise it is wall time. Results go to `runs/perf.json` (`--output results/perf.md` publishes
+them beside the reference results); the Markdown beside it is rendered from it
+(`bench.studies.speed_report`). Memory is measured in a fresh process per point (peak resident
 size on Linux CPUs, `torch.cuda.max_memory_allocated` on GPUs).
 """
 
@@ -39,7 +40,7 @@ import torch
 from torch import nn
 
 from bench.architectures import build_architecture
-from bench.errors import UserError
+from bench.errors import OneLineArgumentParser, UserError, exit_status
 from bench.harness import evaluate
 from bench.records import git_commit, hardware, package_versions
 from bench.spiking import DirectEncoder, LIFNeuron, SpikingNetwork, Surrogate, replace_relus
@@ -65,7 +66,7 @@ MEMORY_PROBE_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.studies.speed", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="python -m bench.studies.speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--architecture", default="cifar_resnet8")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=32)
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--repeats", type=int, default=10, help="rounds of every training measurement")
     parser.add_argument("--no-channels-last", action="store_true", help="keep NCHW for both networks")
-    parser.add_argument("--output", default="results/perf.md")
+    parser.add_argument("--output", default="runs/perf.md", help="where the report goes (its JSON beside it)")
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)  # internal: one memory measurement, JSON in and out
     return parser
 
@@ -480,19 +481,22 @@ def _command(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return exit_status(lambda: _run(argv))
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.memory_probe:
         print(json.dumps(memory_probe(json.loads(args.memory_probe))))
         return 0
     args.command = _command(sys.argv[1:] if argv is None else argv)
-    try:
-        result = run(args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    result = run(args)
     print_table(result)
     output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create {output.parent} ({error.strerror}); pass another --output") from None
     output.with_suffix(".json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     output.write_text(render(result))
     print(f"wrote {output} and {output.with_suffix('.json')}")
