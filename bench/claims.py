@@ -18,6 +18,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.records import latest_rows, leaderboard_stores, read_records
+from bench.stats import paired_p_value
+from bench.studies.depth_report import depth_of
 from bench.studies.gradient_report import newest_study
 
 PAPER = "Ledinauskas et al. 2020, Training Deep Spiking Neural Networks, arXiv:2006.04436v1"
@@ -26,6 +28,9 @@ FRACTIONS = (0.90, 0.95, 0.99)
 # "several orders of magnitude less inference time steps": at least 100 times fewer steps holds,
 # 10 to 100 times partly holds.
 HOLDS_RATIO, PARTLY_RATIO = 100, 10
+# An accuracy difference counts in the depth study when the exact McNemar test on the same test
+# images finds it at p below this.
+SIGNIFICANCE = 0.05
 CLAIMS_NAME = "claims.md"
 
 
@@ -40,15 +45,16 @@ class Finding:
 
 def write_claims(results_dir: Path) -> Path | None:
     """Write `claims.md` under `results_dir` from its records; None when it holds no records at all."""
-    leaderboards = _leaderboards(results_dir)
+    leaderboards = [(folder, rows) for folder, rows in _leaderboards(results_dir) if folder.parent.name != "depth"]
     studies = _gradient_studies(results_dir)
+    depth = _depth_accuracy(results_dir)
     if not leaderboards and not studies:
         return None
     findings = [
         latency_claim(leaderboards, results_dir),
         gradient_claim(studies, results_dir),
-        surrogate_claim(studies, results_dir),
-        batch_norm_claim(studies, results_dir),
+        surrogate_claim(studies, results_dir, depth),
+        batch_norm_claim(studies, results_dir, depth),
         resnet50_claim(leaderboards, results_dir),
     ]
     lines = [
@@ -88,6 +94,48 @@ def _gradient_studies(results_dir: Path) -> list[tuple[Path, list[dict]]]:
             records = [{k: None if _missing(v) else v for k, v in row.items()} for row in frame.to_dict("records")]
             studies.append((store.parent, newest_study(records)))
     return studies
+
+
+@dataclass
+class DepthCell:
+    top1: float
+    correct_by_seed: dict
+
+
+def _better(first: DepthCell, second: DepthCell) -> bool:
+    """`first` is more accurate, significantly so on the paired test of the same test images."""
+    p_value = paired_p_value(first.correct_by_seed, second.correct_by_seed)
+    return first.top1 > second.top1 and p_value is not None and p_value < SIGNIFICANCE
+
+
+def _depth_accuracy(results_dir: Path) -> dict[int, dict[str, DepthCell]]:
+    """The depth study's top-1 at T_train, {depth: {kind: cell}}, kind one of `default`, `wide`,
+    `narrow` (surrogate width above or below the default 1 with BN) and `no-bn`; empty without one."""
+    found: dict[int, dict[str, DepthCell]] = {}
+    for store in sorted(results_dir.glob("depth/*/records.jsonl")):
+        rows = latest_rows(read_records(store))
+        if rows.empty:
+            continue
+        rows = rows[(rows["status"] == "ok") & (rows["time_steps"] == rows["time_steps_train"])]
+        for _, row in rows.iterrows():
+            options = row["options"]
+            width = float(options.get("surrogate_width", 1.0))
+            if options.get("batch_norm") is False:
+                kind = "no-bn" if width == 1.0 else None
+            else:
+                kind = "default" if width == 1.0 else ("wide" if width > 1.0 else "narrow")
+            if kind:
+                cell = DepthCell(float(row["top1"]), row.get("correct_by_seed") or {})
+                found.setdefault(depth_of(row["architecture"]), {})[kind] = cell
+    return found
+
+
+def _depth_line(depth: dict[int, dict[str, DepthCell]], kinds: tuple[str, ...]) -> str:
+    cells = [
+        f"depth {d}: " + ", ".join(f"{kind} {100 * depth[d][kind].top1:.2f}" for kind in kinds if kind in depth[d])
+        for d in sorted(depth)
+    ]
+    return "- Depth study [depth/report.md](depth/report.md), top-1 (%) at T_train: " + "; ".join(cells) + "."
 
 
 def _missing(value) -> bool:
@@ -248,9 +296,13 @@ def gradient_claim(studies: list[tuple[Path, list[dict]]], results_dir: Path) ->
     )
 
 
-def surrogate_claim(studies: list[tuple[Path, list[dict]]], results_dir: Path) -> Finding:
+def surrogate_claim(
+    studies: list[tuple[Path, list[dict]]], results_dir: Path, depth: dict[int, dict[str, DepthCell]]
+) -> Finding:
     """(c) Tuning the surrogate fixes it: every shape whose width was swept (two widths or more) has a
-    stable width with BN on. Gradient flow only: a few steps, no accuracy."""
+    stable width with BN on (gradient flow), and, with a depth study, at its deepest network the
+    default width trains to a higher accuracy than both the too-wide and the too-narrow one,
+    significantly on the paired test: then it holds; with the gradient flow alone it partly holds."""
     sentence = "We show that this problem can be solved by tuning the surrogate gradient function."
     claim = "(c) tuning the surrogate gradient solves it"
     if not studies:
@@ -267,7 +319,24 @@ def surrogate_claim(studies: list[tuple[Path, list[dict]]], results_dir: Path) -
         every_shape = every_shape and bool(swept) and tuned == swept
         listed = ", ".join(f"{row['setting']} (ratio {row['ratio']:.3g})" for row in stable) or "none"
         evidence.append(f"- {_study_line(folder, results_dir, rows)} Stable with BN on: {listed}.")
+    deepest = depth.get(max(depth)) if depth else None
+    accuracy = None
+    if deepest and {"default", "wide", "narrow"} <= set(deepest):
+        evidence.append(_depth_line(depth, ("default", "wide", "narrow")))
+        accuracy = _better(deepest["default"], deepest["wide"]) and _better(deepest["default"], deepest["narrow"])
     evidence.append("")
+    if accuracy is not None:
+        verdict = "holds" if every_shape and accuracy else ("partly holds" if every_shape else "does not hold")
+        return Finding(
+            claim,
+            sentence,
+            evidence,
+            verdict,
+            f"At depth {max(depth)} the default surrogate trains to {100 * deepest['default'].top1:.2f} %, the "
+            f"too-wide one to {100 * deepest['wide'].top1:.2f} % and the too-narrow one to "
+            f"{100 * deepest['narrow'].top1:.2f} % (it must beat both, exact McNemar p < {SIGNIFICANCE:g}); the "
+            f"gradient flow is stable for {'every' if every_shape else 'not every'} swept shape at a tuned width.",
+        )
     return Finding(
         claim,
         sentence,
@@ -282,9 +351,13 @@ def surrogate_claim(studies: list[tuple[Path, list[dict]]], results_dir: Path) -
     )
 
 
-def batch_norm_claim(studies: list[tuple[Path, list[dict]]], results_dir: Path) -> Finding:
-    """(d) BN on the input currents helps: settings without it are silent or unstable where with it
-    some are stable."""
+def batch_norm_claim(
+    studies: list[tuple[Path, list[dict]]], results_dir: Path, depth: dict[int, dict[str, DepthCell]]
+) -> Finding:
+    """(d) BN on the input currents helps: in the gradient flow (settings without it are silent or
+    unstable where with it some are stable) and in accuracy (the depth study: BN trains to a
+    significantly higher accuracy, paired test, at every depth). Both: holds; one: partly holds;
+    with gradient flow alone (no depth study) it can only partly hold."""
     sentence = "We also propose using batch normalization from ANN literature on input currents of SNN neurons."
     claim = "(d) batch norm on the input currents helps"
     if not studies:
@@ -296,17 +369,30 @@ def batch_norm_claim(studies: list[tuple[Path, list[dict]]], results_dir: Path) 
             f"- {_link(folder, results_dir, 'report.md')}: BN on: {_counts(with_bn)}; BN off: {_counts(without)}."
         )
         helps = helps or (bool(with_bn.get("stable")) and not without.get("stable"))
+    measured = {d: kinds for d, kinds in depth.items() if {"default", "no-bn"} <= set(kinds)}
+    in_accuracy = None
+    if measured:
+        evidence.append(_depth_line(measured, ("default", "no-bn")))
+        in_accuracy = all(_better(k["default"], k["no-bn"]) for k in measured.values())
     evidence.append("")
-    return Finding(
-        claim,
-        sentence,
-        evidence,
-        "holds" if helps else "does not hold",
+    flow = (
         "Without BN no spike reaches the last layer of the deep network at this initialization (silent: no "
         "gradient at all), with BN the tuned surrogates are stable."
         if helps
-        else "BN on did not give stable settings where BN off had none.",
+        else "BN on the currents did not give stable gradient flow where BN off had none."
     )
+    if in_accuracy is None:
+        verdict = "partly holds" if helps else "does not hold"
+        accuracy = " No depth study in the records tests it in accuracy."
+    else:
+        verdict = "holds" if helps and in_accuracy else ("partly holds" if helps or in_accuracy else "does not hold")
+        accuracy = (
+            f" In the depth study BN trains to a higher accuracy at every depth (exact McNemar p < {SIGNIFICANCE:g})."
+            if in_accuracy
+            else f" In the depth study BN does not train to a significantly higher accuracy (exact McNemar "
+            f"p < {SIGNIFICANCE:g}) at every depth."
+        )
+    return Finding(claim, sentence, evidence, verdict, flow + accuracy)
 
 
 def resnet50_claim(leaderboards: list[tuple[Path, pd.DataFrame]], results_dir: Path) -> Finding:

@@ -1,4 +1,5 @@
-"""The command line: `spikebench run|report|speed|gradients` (`run_all.py` is `spikebench run`).
+"""The command line: `spikebench run|report|speed|gradients|depth|methods` (`run_all.py` is
+`spikebench run`).
 
 `spikebench run` parses, validates, runs the suite and prints a summary that fits an 80-column
 terminal, with the verdict against the published reference where there is one (the full tables
@@ -27,7 +28,7 @@ from bench.records import read_records, store_path
 from bench.reference import resolve_reference_dir, verdicts
 from bench.report import compact_cell, latest_rows, silent_settings
 from bench.runner import run_suite
-from bench.studies import gradients, speed
+from bench.studies import depth, gradients, speed
 
 SUMMARY_STEPS = (1, 4, 16, 64, 1000)
 SUMMARY_WIDTH = 80
@@ -177,6 +178,7 @@ def _commands() -> dict[str, tuple[str, Callable[[list[str]], int]]]:
         "report": ("rebuild leaderboards and plots from records", report.main),
         "speed": ("time and size a spiking network against its ANN", speed.main),
         "gradients": ("the gradient-flow study of surrogate-gradient training", gradients.main),
+        "depth": ("the depth study: direct training's accuracy and gradient flow against depth", depth.main),
         "methods": ("list the registered methods", lambda rest: main(["--list-methods", *rest])),
     }
 

@@ -23,7 +23,7 @@ from bench.errors import OneLineArgumentParser, UserError, exit_status
 from bench.plots import ACCURACY_PLOT, ENERGY_PLOT, FIRING_PLOT, plot_accuracy, plot_energy, plot_firing_rates
 from bench.records import STORE_NAME, latest_rows, leaderboard_stores, read_records
 from bench.reference import Verdict, resolve_reference_dir, verdicts
-from bench.stats import discordant, mcnemar_exact, unpack_bits, wilson_interval
+from bench.stats import paired_p_value, wilson_interval
 
 REPORTED_PATH = Path(__file__).with_name("reported.yaml")
 FRACTIONS_OF_ANN = (0.90, 0.95, 0.99)
@@ -131,20 +131,6 @@ def paired_marks(rows: pd.DataFrame) -> dict[tuple[str, str, int], str]:
             if p_value is not None and p_value < SIGNIFICANCE:
                 marks[(other["label"], other["architecture"], int(t))] = "worse"
     return marks
-
-
-def paired_p_value(first, second) -> float | None:
-    """Exact McNemar p-value of two rows' per-image results over their common seeds; None when they
-    share no seed with per-image records on the same number of images."""
-    if not isinstance(first, dict) or not isinstance(second, dict):
-        return None
-    only_first = only_second = 0
-    common = [seed for seed in first if seed in second and first[seed][1] == second[seed][1]]
-    for seed in common:
-        (bits_a, count), (bits_b, _) = first[seed], second[seed]
-        a, b = discordant(unpack_bits(bits_a, count), unpack_bits(bits_b, count))
-        only_first, only_second = only_first + a, only_second + b
-    return mcnemar_exact(only_first, only_second) if common else None
 
 
 VERDICT_RULE = (

@@ -5,6 +5,7 @@
   of the seeds instead).
 - `mcnemar_exact(b, c)`: the exact (binomial) McNemar test of two classifiers read on the same
   images, from the discordant counts b (only the first is right) and c (only the second is).
+- `paired_p_value`: that test between two leaderboard rows over the seeds both ran.
 - `pack_bits` / `unpack_bits`: per-image correctness kept compactly in a record, one hex string
   per T (bit i is image i of the test set in loader order, most significant bit first).
 """
@@ -58,3 +59,18 @@ def unpack_bits(text: str, count: int) -> np.ndarray:
     if data.size * 8 < count or data.size * 8 - count >= 8:
         raise ValueError(f"a bit string of {data.size} bytes cannot hold exactly {count} images")
     return np.unpackbits(data)[:count].astype(bool)
+
+
+def paired_p_value(first, second) -> float | None:
+    """Exact McNemar p-value of two rows' per-image results, each `{seed: (bits, images)}`, with the
+    discordant counts summed over their common seeds; None when they share no seed with per-image
+    records on the same number of images."""
+    if not isinstance(first, dict) or not isinstance(second, dict):
+        return None
+    only_first = only_second = 0
+    common = [seed for seed in first if seed in second and first[seed][1] == second[seed][1]]
+    for seed in common:
+        (bits_a, count), (bits_b, _) = first[seed], second[seed]
+        a, b = discordant(unpack_bits(bits_a, count), unpack_bits(bits_b, count))
+        only_first, only_second = only_first + a, only_second + b
+    return mcnemar_exact(only_first, only_second) if common else None

@@ -1,0 +1,113 @@
+"""The claims report and the depth study: verdict rules on hand-made records, the committed
+reports rebuilt byte for byte, and the depth study end to end on a tiny setting."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from bench.claims import latency_claim, write_claims
+from bench.records import append_records
+from bench.report import rebuild_all
+from bench.studies import depth
+from tests.test_report import record
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def curve(label, family, accuracies):
+    return [record(label, family, t, acc, test_size=500) for t, acc in accuracies.items()]
+
+
+def leaderboard(direct, conversion):
+    rows = curve("ann", "reference", {t: 0.80 for t in direct})
+    rows += curve("direct", "direct", direct) + curve("conversion", "conversion", conversion)
+    return pd.DataFrame(rows)
+
+
+def test_latency_verdict_is_the_ratio_of_steps_to_the_direct_rows_best_accuracy(tmp_path):
+    grid = (1, 4, 16, 64, 256, 1000)
+    direct = dict(zip(grid, (0.60, 0.70, 0.68, 0.66, 0.65, 0.65)))  # best 70 % at T = 4
+    slow = dict(zip(grid, (0.10, 0.20, 0.40, 0.60, 0.69, 0.75)))  # reaches 70 % at T = 1000: 250 times later
+    finding = latency_claim([(tmp_path / "a", leaderboard(direct, slow))], tmp_path)
+    assert finding.verdict == "holds" and "reached it at T = 1000, 250 times later" in finding.why
+    medium = dict(zip(grid, (0.10, 0.20, 0.40, 0.72, 0.78, 0.79)))  # at T = 64: 16 times later
+    assert latency_claim([(tmp_path / "a", leaderboard(direct, medium))], tmp_path).verdict == "partly holds"
+    fast = dict(zip(grid, (0.10, 0.50, 0.75, 0.79, 0.80, 0.80)))  # at T = 16: 4 times later
+    assert latency_claim([(tmp_path / "a", leaderboard(direct, fast))], tmp_path).verdict == "does not hold"
+    assert latency_claim([], tmp_path).verdict == "not testable here"
+
+
+def test_the_committed_reports_rebuild_byte_for_byte_from_their_records(tmp_path):
+    copy = tmp_path / "results"
+    shutil.copytree(ROOT / "results", copy)
+    rebuild_all(copy)
+    committed = sorted(path.relative_to(ROOT / "results") for path in (ROOT / "results").rglob("*.md"))
+    assert Path("claims.md") in committed
+    for relative in committed:
+        if relative.parts[0] == "gradients" or relative.name.startswith("perf") or relative.parts[0] == "depth":
+            continue  # the studies' own reports, rebuilt by their commands
+        assert (copy / relative).read_bytes() == (ROOT / "results" / relative).read_bytes(), relative
+
+
+def test_depth_study_end_to_end_and_its_claims(tmp_path):
+    overrides = [
+        "architectures=[cifar_resnet8,cifar_resnet14]",
+        "suite.data.name=tiny-imagenette",
+        "suite.data.train_subset=64",
+        "suite.data.test_subset=32",
+        "suite.train.epochs=1",
+        "suite.eval.time_steps=[1,2,4]",
+        f"suite.cache_dir={tmp_path / 'cache'}",
+        "gradient_steps=1",
+        "gradient_train_subset=64",
+        f"results_dir={tmp_path / 'results'}",
+    ]
+    argv = ["--quiet", *[item for override in overrides for item in ("--set", override)]]
+    assert depth.main(argv) == 0
+    study = tmp_path / "results" / "depth"
+    report = (study / "report.md").read_text()
+    assert (study / "accuracy_vs_depth.png").is_file()
+    for label in ("bn", "bn-wide", "bn-narrow", "no-bn"):
+        line = next(line for line in report.splitlines() if line.startswith(f"| {label} "))
+        assert line.count("(T=") == 2, line  # a cell per depth
+    assert "triangular w=0.05 h=1 BN on" in report and "vanishing" in report
+    assert depth.main([*argv, "--report-only"]) == 0
+    assert (study / "report.md").read_text() == report  # rebuilt from the records alone
+    # a gradient study for the claims' gradient side, then the claims read both
+    append_records(
+        tmp_path / "results" / "gradients" / "x" / "records.jsonl",
+        [
+            gradient("triangular w=1 h=1 BN on", True, 1.0, "stable"),
+            gradient("triangular w=4 h=1 BN on", True, 4.0, "exploding"),
+            gradient("triangular w=0.05 h=1 BN on", True, 0.05, "vanishing"),
+            gradient("triangular w=1 h=1 BN off", False, 1.0, "silent"),
+        ],
+    )
+    claims = write_claims(tmp_path / "results").read_text()
+    assert "depth 8: default" in claims and "depth 14: default" in claims
+    assert re.search(r"\| \(b\) exploding or vanishing gradients in deep SNNs +\| holds +\|", claims)
+
+
+def gradient(setting, batch_norm, width, flag):
+    return {
+        "setting": setting,
+        "batch_norm": batch_norm,
+        "surrogate": "triangular",
+        "width": width,
+        "height": 1.0,
+        "flag": flag,
+        "ratio": {"stable": 1.0, "exploding": 1e4, "vanishing": 1e-5, "silent": None}[flag],
+        "status": "ok",
+        "timestamp": "2026-01-01T00:00:00+00:00",
+        "run_id": "r",
+        "study_hash": "s",
+        "architecture": "cifar_resnet20",
+        "dataset": "tiny-imagenette",
+        "layers": ["a", "b"],
+        "direct": {"time_steps_train": 4},
+        "steps": 4,
+        "exploding_ratio": 100.0,
+        "vanishing_ratio": 0.01,
+    }
