@@ -151,7 +151,7 @@ def print_summary(console: Console, config: RunConfig, leaderboard: Path) -> Non
     reference_dir = resolve_reference_dir(config.reference_dir, config.results_dir)
     found = verdicts(rows, reference_dir)
     if found:
-        console.print(f"against the reference in {found[0].reference} (gap in points at the worst T):")
+        console.print(f"reference: {found[0].reference}; gap in points at the worst T")
         check = Table(box=box.SIMPLE_HEAD, pad_edge=False)
         for column in ("method", "reference", "verdict"):
             check.add_column(column, no_wrap=True)

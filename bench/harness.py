@@ -3,9 +3,9 @@
 For each test batch `[B, C, H, W]` the model is reset, then run in time chunks of `chunk_size`
 steps (outputs `[chunk, B, K]`); the running sum of outputs is the readout, so the prediction at
 T is the argmax of the sum of the first T outputs, the same as a separate T-step simulation.
-It also keeps, at each T, which test images were classified correctly (a bit per image, in
-test-set order), so that two methods read on the same images can be compared paired
-(`bench.stats`). On the way it counts, per step, the spikes of every neuron layer and the synaptic operations of
+It keeps, at each T, which test images were classified correctly (a bit per image, in test-set
+order), so that two methods read on the same images can be compared paired (`bench.stats`).
+On the way it counts, per step, the spikes of every neuron layer and the synaptic operations of
 every synaptic layer (`bench.efficiency`), and reads their running totals at each T. A
 time-invariant model (an ANN) is run for one step and holds its numbers at every T.
 """

@@ -58,15 +58,19 @@ class Verdict:
 
 def resolve_reference_dir(reference_dir: str | None, results_dir: str | Path) -> Path | None:
     """The folder of published references for a run writing to `results_dir`, or None: none given,
-    none there, or the run is writing into it (a reference is not compared with itself). The default
+    none there, or the run is writing into it or a folder inside it (a published run is not
+    compared with the references it is one of). The default
     `results` falls back to the checkout's own `results/` when run from another folder."""
     if not reference_dir:
         return None
     folder = Path(reference_dir).expanduser()
     if not folder.is_dir() and reference_dir == "results" and CHECKOUT_RESULTS.is_dir():
         folder = CHECKOUT_RESULTS
-    if not folder.is_dir() or folder.resolve() == Path(results_dir).expanduser().resolve():
+    if not folder.is_dir():
         return None
+    writing_to = Path(results_dir).expanduser().resolve()
+    if writing_to == folder.resolve() or folder.resolve() in writing_to.parents:
+        return None  # a run published into the references is not compared with them
     return folder
 
 

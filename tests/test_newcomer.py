@@ -56,8 +56,8 @@ def test_a_fresh_copy_runs_into_runs_and_compares_with_the_reference(tmp_path):
     assert checksums(copy / "results") == published  # nothing under results/ changed
     leaderboard = copy / "runs" / "tiny-imagenette" / "leaderboard.md"
     assert leaderboard.is_file() and (copy / "runs" / "tiny-imagenette" / "records.jsonl").is_file()
-    assert "against the reference in results/tiny-imagenette" in result.stdout
-    check = result.stdout.split("against the reference")[1]
+    assert "reference: results/tiny-imagenette; gap in points at the worst T" in result.stdout
+    check = result.stdout.split("reference: results/tiny-imagenette")[1]
     for label in ("ann", "direct", "conversion"):
         line = next(line for line in check.splitlines() if line.strip().startswith(f"{label} "))
         assert "reproduced" in line and "NOT" not in line, line  # the same machine and seed: identical numbers

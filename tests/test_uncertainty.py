@@ -8,7 +8,7 @@ from rich.console import Console
 from bench.cli import main, print_summary
 from bench.config import load_config
 from bench.records import append_records, latest_rows, read_records
-from bench.reference import verdicts
+from bench.reference import resolve_reference_dir, verdicts
 from bench.report import paired_marks, write_leaderboard
 from bench.stats import discordant, mcnemar_exact, pack_bits, unpack_bits, wilson_interval
 from tests.test_cli import tiny_args
@@ -123,3 +123,11 @@ def test_a_run_within_the_reference_spread_is_reproduced_and_one_beyond_it_is_no
     assert not verdict.reproduced and verdict.time_steps == 10 and verdict.gap == pytest.approx(-0.11)
     other = rows_of([record("direct", "direct", 1, 0.45, reference_key="other", test_size=500)])
     assert verdicts(other, tmp_path / "results") == []  # another setting has no reference
+
+
+def test_a_run_published_into_the_references_is_not_compared_with_them(tmp_path):
+    (tmp_path / "results" / "suite").mkdir(parents=True)
+    assert resolve_reference_dir(str(tmp_path / "results"), tmp_path / "results") is None
+    assert resolve_reference_dir(str(tmp_path / "results"), tmp_path / "results" / "suite") is None
+    assert resolve_reference_dir(str(tmp_path / "results"), tmp_path / "runs") == tmp_path / "results"
+    assert resolve_reference_dir("", tmp_path / "runs") is None
