@@ -75,8 +75,9 @@ def test_section_hash_changes_with_the_section_only():
     assert base.section_hash("train") != other_train.section_hash("train")
 
 
+STUDY_CONFIGS = ("gradients.yaml", "depth_study.yaml")  # the studies' own configs, tested by their tests
 SUITE_CONFIGS = [
-    p for p in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")) if p.name != "gradients.yaml"
+    p for p in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")) if p.name not in STUDY_CONFIGS
 ]
 
 
@@ -91,3 +92,17 @@ def test_every_shipped_config_is_valid(path):
     assert config.data.name.startswith("folder:") or config.data.name in list_datasets()
     assert config.model.name in list_architectures()
     assert plan_methods(config)
+
+
+def test_the_depth_study_config_is_valid_at_every_depth():
+    from bench.studies.depth import DEFAULT_CONFIG, load_depth_config
+
+    config = load_depth_config(DEFAULT_CONFIG)  # builds and validates the suite config of every depth
+    assert config.architectures == ["cifar_resnet8", "cifar_resnet20", "cifar_resnet32", "cifar_resnet56"]
+    gradient = config.gradient_config("cifar_resnet56")
+    assert [s.label for s in gradient.all_settings()] == [
+        "triangular w=1 h=1 BN on",
+        "triangular w=4 h=1 BN on",
+        "triangular w=0.05 h=1 BN on",
+        "triangular w=1 h=1 BN off",
+    ]
