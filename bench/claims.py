@@ -343,9 +343,8 @@ def surrogate_claim(
         evidence,
         "partly holds" if every_shape else "does not hold",
         "For every surrogate shape whose width was swept, one width keeps the gradient ratio between the thresholds, "
-        "so tuning "
-        "fixes the gradient flow; the study runs a few steps only, so whether the tuned network also trains to "
-        "higher accuracy at depth is left to a depth study (not run yet)."
+        "so tuning fixes the gradient flow; the study runs a few steps only, so whether the tuned network also "
+        "trains to higher accuracy at depth is left to a depth study (not run yet)."
         if every_shape
         else "Some surrogate shape whose width was swept had no stable width in the study.",
     )

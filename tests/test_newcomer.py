@@ -13,20 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_cli import TINY
+
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "--quiet",
-    "--epochs",
-    "1",
-    "--set",
-    "data.train_subset=64",
-    "--set",
-    "data.test_subset=32",
-    "--set",
-    "model.name=cifar_vgg_tiny",
-    "--set",
-    "eval.time_steps=[1,2,4]",
-]
 NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "runs", "__pycache__", ".pytest_cache", "*.egg-info", ".cache")
 
 
