@@ -111,11 +111,27 @@ class EvalConfig:
 
 @dataclass
 class MethodSpec:
-    """One row of the leaderboard: a registered method, an optional label and its options."""
+    """One row of the leaderboard: a registered method, an optional label and its options.
+
+    max_time_steps: read this row only at the T of `eval.time_steps` up to this value (null: the
+    whole grid), for rows that need not be simulated to the grid's end, such as directly trained
+    networks read to T = 256 beside conversions read to T = 1000.
+    """
 
     name: str
     label: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    max_time_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(
+            self.max_time_steps is None or self.max_time_steps >= 1,
+            f"methods[{self.display_name}].max_time_steps must be at least 1 (or null for the whole grid)",
+        )
+
+    def time_steps(self, grid: list[int]) -> list[int]:
+        """The T of `grid` this row is read at."""
+        return [t for t in grid if self.max_time_steps is None or t <= self.max_time_steps]
 
     @property
     def display_name(self) -> str:
@@ -146,6 +162,12 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         labels = [spec.display_name for spec in self.methods]
+        for spec in self.methods:
+            _require(
+                bool(spec.time_steps(self.eval.time_steps)),
+                f"methods[{spec.display_name}].max_time_steps = {spec.max_time_steps} is below every T of "
+                f"eval.time_steps ({self.eval.time_steps[0]} is the smallest); raise it or drop it",
+            )
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         _require(not duplicates, f"methods share the label(s) {', '.join(duplicates)}: give each a distinct `label`")
         if isinstance(self.seed, list):

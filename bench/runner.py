@@ -62,6 +62,7 @@ class PlannedMethod:
     setting: str
     setting_hash: str
     reference_key: str
+    time_steps: list[int]  # the T this row is read at: the run's grid, or its part up to max_time_steps
 
 
 def plan_methods(config: RunConfig) -> list[PlannedMethod]:
@@ -77,14 +78,17 @@ def plan_methods(config: RunConfig) -> list[PlannedMethod]:
         shown = {f.name for f in dataclasses.fields(options) if f.metadata.get("show")}
         changed = {key: value for key, value in values.items() if entry.defaults.get(key) != value or key in shown}
         setting = ", ".join(f"{key}={value}" for key, value in sorted(changed.items()))
+        # A capped grid is its own setting (the records it needs differ); uncapped hashes are as before.
+        cap = [] if spec.max_time_steps is None else [{"max_time_steps": spec.max_time_steps}]
         planned.append(
             PlannedMethod(
                 spec.display_name,
                 entry,
                 options,
                 setting,
-                hash_of([base, spec.name, spec.display_name, values]),
+                hash_of([base, spec.name, spec.display_name, values, *cap]),
                 reference_key(config, spec.name, values),
+                spec.time_steps(config.eval.time_steps),
             )
         )
     return planned
@@ -225,7 +229,7 @@ def _claim(store: Path, method: PlannedMethod, config: RunConfig, reporter, reru
             reporter.log(f"[dim]{method.label}: another run on {store} is working on it, skipped[/dim]")
             yield False
             return
-        state = None if rerun else finished_settings(store, config.eval.time_steps).get(method.setting_hash)
+        state = None if rerun else finished_settings(store, method.time_steps).get(method.setting_hash)
         if state == "ok":
             reporter.log(f"[dim]{method.label}: results already in {store}, skipped (use --rerun to run again)[/dim]")
         elif state == "failed":
@@ -259,7 +263,14 @@ def _run_setting(method, config, dataset, build_ann, device, loader, provenance,
         records += [
             {**ceiling, **record}
             for record in _evaluate(
-                context.ceiling, ceiling["label"], context, config, loader, reporter, records[0].get("build_wall_s")
+                context.ceiling,
+                ceiling["label"],
+                method.time_steps,
+                context,
+                config,
+                loader,
+                reporter,
+                records[0].get("build_wall_s"),
             )
         ]
     if distributed.is_main():
@@ -278,7 +289,8 @@ def _run_method(
                 f"its build returned a {type(model).__name__}, not a bench.spiking.SpikingModel "
                 f"(wrap an ANN in AnalogModel, a spiking body in SpikingNetwork)"
             )
-        return _evaluate(model, method.label, context, config, loader, reporter, time.perf_counter() - started)
+        wall_s = time.perf_counter() - started
+        return _evaluate(model, method.label, method.time_steps, context, config, loader, reporter, wall_s)
     except UserError:
         raise  # the user's to fix: stop the suite with one line
     except (TrainingDiverged, BrokenContract) as failure:
@@ -302,12 +314,12 @@ def _failed(failure, started: float) -> list[dict[str, Any]]:
 
 
 def _evaluate(
-    model, label: str, context: RunContext, config: RunConfig, loader, reporter, build_wall_s
+    model, label: str, time_steps: list[int], context: RunContext, config: RunConfig, loader, reporter, build_wall_s
 ) -> list[dict[str, Any]]:
     evaluation = evaluate(
         model,
         loader("test"),
-        config.eval.time_steps,
+        time_steps,
         context.device,
         chunk_size=config.eval.chunk_size,
         memory_budget_mb=config.eval.memory_budget_mb,

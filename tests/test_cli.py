@@ -118,3 +118,43 @@ def test_several_seeds_run_once_each_and_resume(tmp_path, capsys):
     assert len(read_records(tmp_path / "results" / "tiny-imagenette" / "records.jsonl")) == len(records)
     assert main(tiny_args(tmp_path) + ["--seeds", "0,0"]) == 2
     assert "seed must be an integer or a non-empty list of distinct integers" in capsys.readouterr().err
+
+
+def test_a_row_capped_by_max_time_steps_is_read_only_up_to_it_and_resumes(tmp_path, capsys):
+    config = tmp_path / "capped.yaml"
+    config.write_text(
+        textwrap.dedent(
+            """
+            methods:
+              - ann
+              - {name: direct, max_time_steps: 2, options: {time_steps_train: 2}}
+              - conversion
+            """
+        )
+    )
+    argv = tiny_args(tmp_path) + ["--config", str(config)]
+    assert main(argv) == 0
+    store = tmp_path / "results" / "tiny-imagenette" / "records.jsonl"
+    records = read_records(store)
+    steps = records.groupby("label")["time_steps"].apply(lambda column: sorted(column.astype(int)))
+    assert steps["direct"] == [1, 2] and steps["conversion"] == [1, 2, 4]
+    leaderboard = (tmp_path / "results" / "tiny-imagenette" / "leaderboard.md").read_text()
+    direct_row = next(line for line in leaderboard.splitlines() if line.startswith("| direct "))
+    assert direct_row.count("(") == 2  # two Wilson intervals, T = 1 and 2; the T = 4 cell is empty
+    assert main(argv) == 0  # its records cover its capped grid: nothing runs again
+    assert len(read_records(store)) == len(records)
+
+
+@pytest.mark.parametrize("cap,message", [(0, "must be at least 1"), ("x", "must be of type int")])
+def test_a_bad_max_time_steps_is_one_line(cap, message, tmp_path, capsys):
+    config = tmp_path / "capped.yaml"
+    config.write_text(f"methods: [{{name: direct, max_time_steps: {cap}}}]\n")
+    assert main(tiny_args(tmp_path) + ["--config", str(config)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_max_time_steps_below_the_whole_grid_is_refused(tmp_path, capsys):
+    config = tmp_path / "capped.yaml"
+    config.write_text("eval: {time_steps: [4, 8]}\nmethods: [{name: direct, max_time_steps: 2}]\n")
+    assert main(["--quiet", "--config", str(config), "--results-dir", str(tmp_path / "results")]) == 2
+    assert "is below every T of eval.time_steps" in capsys.readouterr().err
