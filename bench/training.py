@@ -12,6 +12,7 @@ import math
 import os
 import random
 import secrets
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -227,10 +228,35 @@ def _save(path: Path, model, optimizer, schedule, epoch: int, wall_s: float, loa
         partial.replace(path)
     except (OSError, RuntimeError) as error:
         partial.unlink(missing_ok=True)
+        needed = max(1.0, _megabytes(state))
         raise UserError(
-            f"cannot write the checkpoint {path} ({error}); free space in {path.parent} (a few times the model's "
-            f"size is needed) and run the same command again: it resumes from the last checkpoint"
+            f"cannot write the checkpoint {path} ({_write_failure(error, path.parent, needed)}); free about "
+            f"{needed:.0f} MB in {path.parent} and run the same command again: it resumes from the last checkpoint"
         ) from None
+
+
+def _megabytes(state) -> float:
+    """The size of the tensors in a (nested) checkpoint, in MB."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size() / 2**20
+    if isinstance(state, dict):
+        state = list(state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(_megabytes(value) for value in state)
+    return 0.0
+
+
+def _write_failure(error: Exception, folder: Path, needed_mb: float) -> str:
+    """Why a write failed, in words: torch reports a full disk as a position mismatch of its zip writer."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    try:
+        free_mb = shutil.disk_usage(folder).free / 2**20
+    except OSError:
+        return str(error).splitlines()[0]
+    if free_mb < 2 * needed_mb:
+        return f"no space left on the device: {free_mb:.1f} MB free"
+    return str(error).splitlines()[0]
 
 
 def _random_states(loader, model: nn.Module) -> dict:

@@ -340,6 +340,38 @@ def test_a_full_disk_is_one_line_and_damages_nothing_written_before(tmp_path, mo
             assert after[name] == content, name
 
 
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real file system (tmpfs) with 16 KiB free, where this machine lets the test mount one (root on Linux)."""
+    mount = tmp_path / "tiny-disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root on Linux); the monkeypatched full-disk test covers it")
+    try:
+        import shutil
+
+        (mount / "filler").write_bytes(b"\0" * (shutil.disk_usage(mount).free - 16 * 1024))
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("full", ["cache", "results"])
+def test_a_real_full_disk_is_one_line_and_keeps_what_was_written(tmp_path, tiny_disk, capsys, full):
+    """On a disk with 16 KiB free the checkpoint (cache) or the plots (results) do not fit: one line that
+    says the device is full and how much to free; the records written before are whole."""
+    folders = {"cache": tmp_path / "cache", "results": tmp_path / "results"}
+    folders[full] = tiny_disk / full
+    args = [*TINY, "--methods", "ann", "--results-dir", str(folders["results"])]
+    error = assert_one_line_refusal(capsys, main([*args, "--set", f"cache_dir={folders['cache']}"]))
+    assert "no space left on" in error.lower(), error
+    assert str(tiny_disk) in error, error  # names the folder to free space in
+    if full == "results":  # the records fit before the plots did not: they are complete and readable
+        records = read_records(folders["results"] / "tiny-imagenette" / "records.jsonl")
+        assert sorted(records["time_steps"].astype(int)) == [1, 4]
+
+
 def test_a_checkpoint_restores_the_poisson_encoder_draws(tmp_path):
     from bench.spiking import PoissonEncoder
 
