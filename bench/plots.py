@@ -36,7 +36,8 @@ def _save_accuracy_against(figure, axes, x_label: str, path: Path) -> None:
     axes.set_xlabel(x_label)
     axes.set_ylabel("top-1 accuracy (%)")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
+    if axes.get_legend_handles_labels()[0]:  # a store of failed settings only draws nothing to name
+        axes.legend(fontsize=8)
     save_figure(figure, path)
 
 

@@ -65,8 +65,13 @@ class Reporter:
             self._progress.update(task_id, visible=True)
 
     def log(self, message: str) -> None:
+        """A line of progress, shown only with progress on."""
         if self._progress is not None:
             self._progress.console.print(message)
+
+    def warn(self, message: str) -> None:
+        """A line the user must see (a record set aside, a method that failed), on stderr even when quiet."""
+        (self._progress.console if self._progress is not None else self.console).print(message)
 
 
 QUIET = Reporter(enabled=False)

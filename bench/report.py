@@ -548,6 +548,14 @@ def rebuild_all(
 ) -> list[Path]:
     stores = leaderboard_stores(results_dir)
     paths = [write_leaderboard(store.parent, at, sort, reference_dir) for store in stores]
+    # A suite run into a folder of its own (`--results-dir results/<suite>`) wrote that folder's
+    # index and claims report: they are rebuilt too, so no report is older than its records.
+    suites = sorted({store.parent.parent for store in stores} - {results_dir})
+    for suite in suites:
+        if (suite / "README.md").is_file():
+            paths.append(write_index(suite))
+        if (suite / "claims.md").is_file():
+            paths += [claims for claims in [write_claims(suite)] if claims]
     return paths + write_summaries(results_dir)
 
 

@@ -150,8 +150,11 @@ def make_loader_factory(dataset: DatasetSplits, config: RunConfig):
     return make_loader
 
 
-def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False) -> Path:
+def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False, summaries: bool = True) -> Path:
     """Run every method of `config`, once per seed; return the leaderboard path.
+
+    With `summaries` the results folder's index and claims report are rewritten too (a study that
+    keeps its own report, such as the depth study, turns them off).
 
     Under torchrun the processes train together, evaluate disjoint shards of the test set and
     add up their counts; only the main process shows progress and writes records and reports.
@@ -170,7 +173,8 @@ def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False) -> Path:
             write_leaderboard(
                 store.parent, reference_dir=resolve_reference_dir(config.reference_dir, config.results_dir)
             )
-            write_summaries(Path(config.results_dir))
+            if summaries:
+                write_summaries(Path(config.results_dir))
         except OSError as error:
             raise UserError(
                 f"cannot write the leaderboard in {store.parent} ({error.strerror}); the records are safe: free "
@@ -208,7 +212,7 @@ def _run_seed(config: RunConfig, planned: list[PlannedMethod], device: torch.dev
     if distributed.is_main():
         torn = set_aside_torn_tail(store)
         if torn:
-            reporter.log(f"[yellow]warning: {torn}[/yellow]")
+            reporter.warn(f"[yellow]warning: {torn}[/yellow]")
     distributed.barrier()  # every process reads the store before the main one appends to it
     provenance = Provenance.capture(config.section_hash("data", "model", "train", "eval"), config.seed, device)
     loader = make_loader_factory(dataset, config)
@@ -294,15 +298,15 @@ def _run_method(
     except UserError:
         raise  # the user's to fix: stop the suite with one line
     except (TrainingDiverged, BrokenContract) as failure:
-        reporter.log(f"[red]{method.label} failed: {failure}[/red]")
+        reporter.warn(f"[red]{method.label} failed: {failure}[/red]")
         return _failed(failure, started)
     except (MemoryError, torch.OutOfMemoryError) as failure:
         failure = f"out of memory ({type(failure).__name__}): lower data.batch_size or eval.memory_budget_mb"
-        reporter.log(f"[red]{method.label} failed: {failure}[/red]")
+        reporter.warn(f"[red]{method.label} failed: {failure}[/red]")
         return _failed(failure, started)
     except Exception as failure:  # noqa: BLE001 (one method's bug must not end the suite: it is recorded)
         failure = f"{type(failure).__name__}: {failure} (a bug in the method; its record keeps the message)"
-        reporter.log(f"[red]{method.label} failed: {failure}[/red]")
+        reporter.warn(f"[red]{method.label} failed: {failure}[/red]")
         return _failed(failure, started)
 
 

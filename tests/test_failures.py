@@ -107,14 +107,16 @@ def test_a_torn_last_line_is_set_aside_and_a_partial_grid_is_not_finished(tmp_pa
     assert set_aside_torn_tail(store) is None
 
 
-def test_a_torn_run_reruns_only_its_setting(tmp_path):
+def test_a_torn_run_reruns_only_its_setting(tmp_path, capsys):
     assert main(tiny_args(tmp_path, "--methods", "ann,conversion")) == 0
     store = tmp_path / "results" / "tiny-imagenette" / "records.jsonl"
     lines = store.read_text().splitlines()
     ann = [line for line in lines if '"label": "ann"' in line]
     conversion = [line for line in lines if '"label": "conversion"' in line]
     store.write_text("\n".join(conversion + ann[:1]) + "\n" + ann[1][: len(ann[1]) // 2])  # torn in ann's 2nd
+    capsys.readouterr()
     assert main(tiny_args(tmp_path, "--methods", "ann,conversion")) == 0
+    assert "interrupted append" in capsys.readouterr().err  # said even with --quiet
     frame = read_records(store)
     assert (frame["label"] == "conversion").sum() == 2  # not run again
     assert sorted(frame.loc[frame["label"] == "ann", "time_steps"]) == [1, 1, 4]  # ann ran again, once
@@ -188,11 +190,13 @@ def build_raising(context):
 '''
 
 
-def test_a_failing_method_is_recorded_and_the_suite_goes_on(tmp_path, monkeypatch):
+def test_a_failing_method_is_recorded_and_the_suite_goes_on(tmp_path, monkeypatch, capsys):
     (tmp_path / "broken_methods.py").write_text(textwrap.dedent(PLUGIN))
     monkeypatch.syspath_prepend(str(tmp_path))
     args = tiny_args(tmp_path, "--plugin", "broken_methods", "--methods", "returns_plain_module,raises_inside,ann")
     assert main(args) == 0
+    said = capsys.readouterr().err  # even with --quiet, one line per failed method
+    assert "returns_plain_module failed: its build returned" in said and "raises_inside failed: " in said
     frame = read_records(tmp_path / "results" / "tiny-imagenette" / "records.jsonl")
     errors = dict(zip(frame["label"], frame["error"].fillna("")))
     assert "not a bench.spiking.SpikingModel" in errors["returns_plain_module"]

@@ -124,7 +124,7 @@ def load_depth_config(path: str | Path | None, overrides: list[str] = ()) -> Dep
 def run_depth_study(config: DepthStudyConfig, reporter, rerun: bool = False, command: str = "") -> Path:
     for architecture in config.architectures:
         reporter.log(f"depth study: {architecture}")
-        run_suite(config.suite_config(architecture), reporter, rerun=rerun)
+        run_suite(config.suite_config(architecture), reporter, rerun=rerun, summaries=False)
         run_study(config.gradient_config(architecture), reporter, rerun=rerun, command=command)
     return write_depth_report(config.study_dir)
 
