@@ -242,7 +242,9 @@ def test_harness_numbers_do_not_depend_on_the_prefix():
     shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile needs a C++ compiler on CPU"
 )
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
-def test_compiled_kernels_match_the_plain_loop(reset):
+def test_compiled_kernels_match_the_plain_loop(reset, monkeypatch):
+    import bench.spiking.fused as fused
+
     torch.manual_seed(8)
     threshold = torch.tensor([0.6, 0.9, 1.0, 1.3])
     fast, plain = neuron_pair(
@@ -254,7 +256,12 @@ def test_compiled_kernels_match_the_plain_loop(reset):
     with torch.no_grad():
         fast.reset_state()
         fast_no_grad = fast.run_sequence(currents, compiled=True).flatten(0, 1)
+    monkeypatch.setattr(fused, "COMPILED_FORWARD_MIN_ELEMENTS", 1)  # these small steps too, as large ones run
+    with torch.no_grad():
+        fast.reset_state()
+        compiled_no_grad = fast.run_sequence(currents, compiled=True).flatten(0, 1)
     plain_out, plain_grad = run(plain, currents, upstream)
     assert_same(fast_out, plain_out)
     assert_same(fast_no_grad, plain_out)
+    assert_same(compiled_no_grad, plain_out)
     assert_same(fast_grad, plain_grad)
