@@ -18,7 +18,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.records import latest_rows, leaderboard_stores, read_records
-from bench.stats import paired_p_value
+from bench.stats import above_chance_p_value, paired_p_value
 from bench.studies.depth_report import depth_of
 from bench.studies.gradient_report import newest_study
 
@@ -100,6 +100,14 @@ def _gradient_studies(results_dir: Path) -> list[tuple[Path, list[dict]]]:
 class DepthCell:
     top1: float
     correct_by_seed: dict
+    test_images: int = 0  # over every seed
+    chance: float = 0.0  # 1 / classes
+
+    @property
+    def trained(self) -> bool:
+        """Better than guessing, on the exact one-sided binomial test (p < SIGNIFICANCE)."""
+        correct = round(self.top1 * self.test_images)
+        return above_chance_p_value(correct, self.test_images, self.chance) < SIGNIFICANCE
 
 
 def _better(first: DepthCell, second: DepthCell) -> bool:
@@ -125,9 +133,25 @@ def _depth_accuracy(results_dir: Path) -> dict[int, dict[str, DepthCell]]:
             else:
                 kind = "default" if width == 1.0 else ("wide" if width > 1.0 else "narrow")
             if kind:
-                cell = DepthCell(float(row["top1"]), row.get("correct_by_seed") or {})
+                seeds = int(row["seeds"]) if "seeds" in row and not _missing(row["seeds"]) else 1
+                cell = DepthCell(
+                    float(row["top1"]),
+                    row.get("correct_by_seed") or {},
+                    test_images=int(row["test_size"]) * seeds,
+                    chance=1 / int(row["num_classes"]),
+                )
                 found.setdefault(depth_of(row["architecture"]), {})[kind] = cell
     return found
+
+
+def _untrained(depths: dict[int, dict[str, DepthCell]], trained: list[int]) -> str:
+    """The depths at which the default setting did not beat chance: untested there, said so."""
+    left = [d for d in sorted(depths) if d not in trained]
+    if not left:
+        return ""
+    cells = ", ".join(f"{100 * depths[d]['default'].top1:.2f} % at depth {d}" for d in left)
+    chance = 100 * depths[left[0]]["default"].chance
+    return f"; deeper, the default setting itself stayed at chance ({cells}, chance {chance:.0f} %) in this budget"
 
 
 def _depth_line(depth: dict[int, dict[str, DepthCell]], kinds: tuple[str, ...]) -> str:
@@ -319,11 +343,14 @@ def surrogate_claim(
         every_shape = every_shape and bool(swept) and tuned == swept
         listed = ", ".join(f"{row['setting']} (ratio {row['ratio']:.3g})" for row in stable) or "none"
         evidence.append(f"- {_study_line(folder, results_dir, rows)} Stable with BN on: {listed}.")
-    deepest = depth.get(max(depth)) if depth else None
+    compared = {d: kinds for d, kinds in depth.items() if {"default", "wide", "narrow"} <= set(kinds)}
+    trained = [d for d in sorted(compared) if compared[d]["default"].trained]
     accuracy = None
-    if deepest and {"default", "wide", "narrow"} <= set(deepest):
-        evidence.append(_depth_line(depth, ("default", "wide", "narrow")))
-        accuracy = _better(deepest["default"], deepest["wide"]) and _better(deepest["default"], deepest["narrow"])
+    if compared:
+        evidence.append(_depth_line(compared, ("default", "wide", "narrow")))
+    if trained:
+        at, cells = trained[-1], compared[trained[-1]]
+        accuracy = _better(cells["default"], cells["wide"]) and _better(cells["default"], cells["narrow"])
     evidence.append("")
     if accuracy is not None:
         verdict = "holds" if every_shape and accuracy else ("partly holds" if every_shape else "does not hold")
@@ -332,10 +359,11 @@ def surrogate_claim(
             sentence,
             evidence,
             verdict,
-            f"At depth {max(depth)} the default surrogate trains to {100 * deepest['default'].top1:.2f} %, the "
-            f"too-wide one to {100 * deepest['wide'].top1:.2f} % and the too-narrow one to "
-            f"{100 * deepest['narrow'].top1:.2f} % (it must beat both, exact McNemar p < {SIGNIFICANCE:g}); the "
-            f"gradient flow is stable for {'every' if every_shape else 'not every'} swept shape at a tuned width.",
+            f"At depth {at}, the deepest at which the default surrogate trained better than chance, it reaches "
+            f"{100 * cells['default'].top1:.2f} %, the too-wide one {100 * cells['wide'].top1:.2f} % and the "
+            f"too-narrow one {100 * cells['narrow'].top1:.2f} % (it must beat both, exact McNemar p < "
+            f"{SIGNIFICANCE:g}){_untrained(compared, trained)}; the gradient flow is stable for "
+            f"{'every' if every_shape else 'not every'} swept shape at a tuned width.",
         )
     return Finding(
         claim,
@@ -369,10 +397,12 @@ def batch_norm_claim(
         )
         helps = helps or (bool(with_bn.get("stable")) and not without.get("stable"))
     measured = {d: kinds for d, kinds in depth.items() if {"default", "no-bn"} <= set(kinds)}
+    trained = [d for d in sorted(measured) if measured[d]["default"].trained]
     in_accuracy = None
     if measured:
         evidence.append(_depth_line(measured, ("default", "no-bn")))
-        in_accuracy = all(_better(k["default"], k["no-bn"]) for k in measured.values())
+    if trained:
+        in_accuracy = all(_better(measured[d]["default"], measured[d]["no-bn"]) for d in trained)
     evidence.append("")
     flow = (
         "Without BN no spike reaches the last layer of the deep network at this initialization (silent: no "
@@ -382,15 +412,21 @@ def batch_norm_claim(
     )
     if in_accuracy is None:
         verdict = "partly holds" if helps else "does not hold"
-        accuracy = " No depth study in the records tests it in accuracy."
+        accuracy = (
+            " No depth study in the records tests it in accuracy."
+            if not measured
+            else " In the depth study no network with BN trained better than chance, so it cannot tell."
+        )
     else:
         verdict = "holds" if helps and in_accuracy else ("partly holds" if helps or in_accuracy else "does not hold")
+        depths = ", ".join(map(str, trained))
         accuracy = (
-            f" In the depth study BN trains to a higher accuracy at every depth (exact McNemar p < {SIGNIFICANCE:g})."
+            f" In the depth study BN trains to a higher accuracy (exact McNemar p < {SIGNIFICANCE:g}) at every depth "
+            f"at which the network with BN trained better than chance ({depths})"
             if in_accuracy
             else f" In the depth study BN does not train to a significantly higher accuracy (exact McNemar "
-            f"p < {SIGNIFICANCE:g}) at every depth."
-        )
+            f"p < {SIGNIFICANCE:g}) at every depth at which the network with BN trained better than chance ({depths})"
+        ) + f"{_untrained(measured, trained)}."
     return Finding(claim, sentence, evidence, verdict, flow + accuracy)
 
 

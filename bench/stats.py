@@ -6,6 +6,8 @@
 - `mcnemar_exact(b, c)`: the exact (binomial) McNemar test of two classifiers read on the same
   images, from the discordant counts b (only the first is right) and c (only the second is).
 - `paired_p_value`: that test between two leaderboard rows over the seeds both ran.
+- `above_chance_p_value(k, n, chance)`: the exact one-sided binomial test that k of n right is
+  better than guessing, for a network that may not have learned anything.
 - `pack_bits` / `unpack_bits`: per-image correctness kept compactly in a record, one hex string
   per T (bit i is image i of the test set in loader order, most significant bit first).
 """
@@ -39,6 +41,27 @@ def mcnemar_exact(only_first: int, only_second: int) -> float:
     smaller = min(only_first, only_second)
     tail = sum(math.comb(n, i) for i in range(smaller + 1)) / 2**n
     return min(1.0, 2 * tail)
+
+
+def above_chance_p_value(correct: int, total: int, chance: float) -> float:
+    """P(X >= correct) for X ~ Binomial(total, chance): how often guessing alone would do as well."""
+    if correct <= 0:
+        return 1.0
+    if chance <= 0:
+        return 0.0
+    if chance >= 1:
+        return 1.0
+
+    def log_term(i: int) -> float:
+        return (
+            math.lgamma(total + 1)
+            - math.lgamma(i + 1)
+            - math.lgamma(total - i + 1)
+            + i * math.log(chance)
+            + (total - i) * math.log1p(-chance)
+        )
+
+    return min(1.0, sum(math.exp(log_term(i)) for i in range(correct, total + 1)))
 
 
 def discordant(first: np.ndarray, second: np.ndarray) -> tuple[int, int]:

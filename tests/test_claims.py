@@ -5,11 +5,13 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from bench.claims import latency_claim, write_claims
+from bench.claims import DepthCell, batch_norm_claim, latency_claim, surrogate_claim, write_claims
 from bench.records import append_records
 from bench.report import rebuild_all
+from bench.stats import pack_bits
 from bench.studies import depth
 from tests.test_report import record
 
@@ -111,3 +113,33 @@ def gradient(setting, batch_norm, width, flag):
         "exploding_ratio": 100.0,
         "vanishing_ratio": 0.01,
     }
+
+
+def cell(correct: list[bool]) -> DepthCell:
+    """A depth-study cell of one seed read on len(correct) images of 10 classes."""
+    bits = np.array(correct, dtype=bool)
+    return DepthCell(bits.mean(), {0: (pack_bits(bits), len(bits))}, test_images=len(bits), chance=0.1)
+
+
+def test_depth_claims_are_judged_where_the_default_trained_above_chance():
+    """40 images: 16 right is above chance (p = 5.9e-7 on Binomial(40, 0.1)), 4 right is not (p = 0.58);
+    the deepest network's default stayed at chance, so (c) and (d) are judged at the depth below."""
+    good = [True] * 16 + [False] * 24  # 40 % on 40 images
+    guess = [True] * 4 + [False] * 36  # 10 %: chance
+    worse = [False] * 16 + [True] * 4 + [False] * 20  # right only where `good` is wrong: McNemar (16, 4)
+    assert cell(good).trained and not cell(guess).trained
+    depth = {
+        8: {"default": cell(good), "wide": cell(guess), "narrow": cell(guess), "no-bn": cell(guess)},
+        56: {"default": cell(guess), "wide": cell(worse), "narrow": cell(guess), "no-bn": cell(guess)},
+    }
+    studies = [(Path("gradients/x"), [gradient("triangular w=1 h=1 BN on", True, 1.0, "stable")])]
+    studies[0][1].append(gradient("triangular w=4 h=1 BN on", True, 4.0, "exploding"))
+    studies[0][1].append(gradient("triangular w=1 h=1 BN off", False, 1.0, "silent"))
+    surrogate = surrogate_claim(studies, Path("."), depth)
+    assert surrogate.verdict == "holds", surrogate.why
+    assert "At depth 8, the deepest at which" in surrogate.why and "10.00 % at depth 56" in surrogate.why
+    batch_norm = batch_norm_claim(studies, Path("."), depth)
+    assert batch_norm.verdict == "holds" and "trained better than chance (8)" in batch_norm.why
+    nothing_trained = {56: depth[56]}
+    assert "cannot tell" in batch_norm_claim(studies, Path("."), nothing_trained).why
+    assert surrogate_claim(studies, Path("."), nothing_trained).verdict == "partly holds"

@@ -131,3 +131,12 @@ def test_a_run_published_into_the_references_is_not_compared_with_them(tmp_path)
     assert resolve_reference_dir(str(tmp_path / "results"), tmp_path / "results" / "suite") is None
     assert resolve_reference_dir(str(tmp_path / "results"), tmp_path / "runs") == tmp_path / "results"
     assert resolve_reference_dir("", tmp_path / "runs") is None
+
+
+def test_above_chance_is_the_exact_binomial_tail():
+    from bench.stats import above_chance_p_value
+
+    assert above_chance_p_value(3, 3, 0.5) == pytest.approx(1 / 8)  # all three right by guessing
+    assert above_chance_p_value(2, 3, 0.5) == pytest.approx(4 / 8)  # 3 ways to get two, 1 to get three
+    assert above_chance_p_value(1, 2, 0.1) == pytest.approx(1 - 0.81)
+    assert above_chance_p_value(0, 10, 0.1) == 1.0
