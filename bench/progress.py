@@ -71,7 +71,8 @@ class Reporter:
 
     def warn(self, message: str) -> None:
         """A line the user must see (a record set aside, a method that failed), on stderr even when quiet."""
-        (self._progress.console if self._progress is not None else self.console).print(message)
+        console = self._progress.console if self._progress is not None else self.console
+        console.print(message, soft_wrap=True)  # one line, whatever the width: logs and greps read it whole
 
 
 QUIET = Reporter(enabled=False)
