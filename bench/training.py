@@ -201,13 +201,38 @@ def _resume(path: Path | None, model, optimizer, schedule, loader) -> tuple[int,
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
     except (RuntimeError, ValueError, KeyError) as error:
-        first_line = str(error).strip().splitlines()[0]
         raise UserError(
-            f"checkpoint {path} does not fit this network ({first_line}); it was written by another version or "
-            f"architecture: delete it to train from scratch"
+            f"checkpoint {path} does not fit this network ({_mismatch(model, state['model'], error)}); it was "
+            f"written by another version or architecture: delete it to train from scratch"
         ) from None
     _restore_random_states(state.get("random"), loader, model)
     return state["epoch"], state["wall_s"]
+
+
+def _mismatch(model: nn.Module, saved, error: Exception) -> str:
+    """How a saved state dict differs from the network's, in a few words (torch's message spans lines)."""
+    if not isinstance(saved, dict):
+        return "its weights are not a state dict"
+    own = model.state_dict()
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    reshaped = [
+        key
+        for key in sorted(set(own) & set(saved))
+        if isinstance(saved[key], torch.Tensor) and saved[key].shape != own[key].shape
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} weights missing, such as {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unknown, such as {unexpected[0]}")
+    if reshaped:
+        key = reshaped[0]
+        parts.append(
+            f"{len(reshaped)} of another shape, such as {key} "
+            f"({list(saved[key].shape)} saved, {list(own[key].shape)} here)"
+        )
+    return ", ".join(parts) or str(error).strip().splitlines()[0]
 
 
 def _save(path: Path, model, optimizer, schedule, epoch: int, wall_s: float, loader) -> None:

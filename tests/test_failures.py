@@ -147,8 +147,17 @@ def test_unsafe_foreign_and_mismatched_checkpoints_are_refused(tmp_path, monkeyp
     bigger = nn.Linear(5, 2)
     big_optimizer = torch.optim.SGD(bigger.parameters(), lr=0.1)
     _save(other, bigger, big_optimizer, torch.optim.lr_scheduler.LambdaLR(big_optimizer, lambda s: 1.0), 1, 0.0, None)
-    with pytest.raises(UserError, match="does not fit this network"):
+    with pytest.raises(UserError, match="does not fit this network") as refused:
         _resume(other, model, optimizer, schedule, None)
+    # model is nn.Linear(3, 2): the saved (5 -> 2) weight is named with both shapes, on one line
+    assert r"1 of another shape, such as weight ([2, 5] saved, [2, 3] here)" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    renamed = tmp_path / "renamed.pt"
+    other_state = torch.load(other, weights_only=True)
+    other_state["model"] = {"layer.weight": torch.zeros(2, 3), "bias": torch.zeros(2)}
+    torch.save(other_state, renamed)
+    with pytest.raises(UserError, match="1 weights missing, such as weight, 1 unknown, such as layer.weight"):
+        _resume(renamed, model, optimizer, schedule, None)
 
 
 def test_weights_that_become_non_finite_behind_a_finite_loss_are_a_divergence():
