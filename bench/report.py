@@ -321,11 +321,18 @@ def _integer(value) -> str:
     return "" if value is None or pd.isna(value) else str(int(value))
 
 
+def _minutes(seconds) -> str:
+    """Seconds as minutes with one decimal, or empty where not recorded."""
+    return "" if seconds is None or pd.isna(seconds) else f"{float(seconds) / 60:.1f}"
+
+
 def provenance_table(rows: pd.DataFrame) -> str:
     headers = [
         "method",
         "data, image size (train / test images)",
         "setting hash",
+        "epochs",
+        "train wall (min)",
         "simulate wall (s)",
         "hardware",
         "commit",
@@ -340,6 +347,8 @@ def provenance_table(rows: pd.DataFrame) -> str:
                 f"{first['dataset']}, {_integer(first.get('image_size'))} px "
                 f"({first.get('train_size', '?')} / {first.get('test_size', '?')})",
                 first.get("setting_hash", "?"),
+                _integer(first.get("epochs")),
+                _minutes(first.get("train_wall_s")),
                 _number(first.get("eval_wall_s")),
                 f"{first.get('hardware', '?')}, {first.get('device', '?')}",
                 first.get("commit", "?"),
