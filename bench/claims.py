@@ -151,7 +151,10 @@ def _untrained(depths: dict[int, dict[str, DepthCell]], trained: list[int]) -> s
         return ""
     cells = ", ".join(f"{100 * depths[d]['default'].top1:.2f} % at depth {d}" for d in left)
     chance = 100 * depths[left[0]]["default"].chance
-    return f"; where the default setting itself stayed at chance ({cells}; chance {chance:.0f} %), this budget tells nothing"
+    return (
+        f"; where the default setting itself stayed at chance ({cells}; chance {chance:.0f} %), "
+        "this budget tells nothing"
+    )
 
 
 def _depth_line(depth: dict[int, dict[str, DepthCell]], kinds: tuple[str, ...]) -> str:
