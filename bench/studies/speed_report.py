@@ -64,6 +64,11 @@ def render(result: dict) -> str:
             f"same body and batch: training step {1000 * jelly['best_s']:.1f} ms, **{jelly['ratio']:.3f}** x T_train "
             "ANN steps, timed in its own interleaved rounds against the ANN.",
         ]
+    elif "spikingjelly" in result:
+        lines += [
+            "",
+            "SpikingJelly is not installed here, so its LIF node is not compared (`pip install spikingjelly`).",
+        ]
     lines += _profile_lines(result.get("training_profile"), settings)
     lines += _memory_lines(result["memory"])
     lines += [
