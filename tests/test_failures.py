@@ -4,6 +4,7 @@ and checkpoints survive torn appends, kills, concurrent runs and unsafe files.""
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -362,8 +363,6 @@ def tiny_disk(tmp_path):
     if made.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root on Linux); the monkeypatched full-disk test covers it")
     try:
-        import shutil
-
         (mount / "filler").write_bytes(b"\0" * (shutil.disk_usage(mount).free - 16 * 1024))
         yield mount
     finally:
