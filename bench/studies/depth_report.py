@@ -91,11 +91,14 @@ def depth_table(rows: pd.DataFrame, gradients: dict) -> tuple[str, dict[str, dic
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True), curves
 
 
-def plot_depth_accuracy(curves: dict[str, dict[int, float]], path: Path) -> None:
+def plot_depth_accuracy(curves: dict[str, dict[int, float]], path: Path, chance: float | None = None) -> None:
+    """Top-1 at T_train against depth, one line per setting, and guessing's accuracy (`chance`) dashed."""
     figure, axes = new_axes()
     for label, curve in curves.items():
         depths = sorted(curve)
         axes.plot(depths, [100 * curve[d] for d in depths], marker="o", label=label)
+    if chance is not None:
+        axes.axhline(100 * chance, color="grey", linestyle="--", linewidth=1, label="chance")
     axes.set_xlabel("depth (CIFAR ResNet)")
     axes.set_ylabel("top-1 at T_train (%)")
     axes.set_title("direct training: accuracy against depth")
@@ -107,7 +110,8 @@ def plot_depth_accuracy(curves: dict[str, dict[int, float]], path: Path) -> None
 def write_depth_report(study_dir: Path) -> Path:
     rows, gradients = load_depth_rows(study_dir)
     table, curves = depth_table(rows, gradients)
-    plot_depth_accuracy(curves, study_dir / DEPTH_PLOT)
+    classes = rows["num_classes"].dropna() if "num_classes" in rows else []
+    plot_depth_accuracy(curves, study_dir / DEPTH_PLOT, 1 / int(classes.iloc[0]) if len(classes) else None)
     first = rows.iloc[0]
     commits = ", ".join(sorted(set(rows["commit"].astype(str))))
     hardware = ", ".join(sorted(set(rows["hardware"].astype(str))))
