@@ -100,8 +100,8 @@ def _gradient_studies(results_dir: Path) -> list[tuple[Path, list[dict]]]:
 class DepthCell:
     top1: float
     correct_by_seed: dict
-    test_images: int = 0  # over every seed
-    chance: float = 0.0  # 1 / classes
+    test_images: int  # over every seed
+    chance: float  # 1 / classes
 
     @property
     def trained(self) -> bool:
@@ -133,11 +133,10 @@ def _depth_accuracy(results_dir: Path) -> dict[int, dict[str, DepthCell]]:
             else:
                 kind = "default" if width == 1.0 else ("wide" if width > 1.0 else "narrow")
             if kind:
-                seeds = int(row["seeds"]) if "seeds" in row and not _missing(row["seeds"]) else 1
                 cell = DepthCell(
                     float(row["top1"]),
                     row.get("correct_by_seed") or {},
-                    test_images=int(row["test_size"]) * seeds,
+                    test_images=int(row["test_size"]) * int(row["seeds"]),
                     chance=1 / int(row["num_classes"]),
                 )
                 found.setdefault(depth_of(row["architecture"]), {})[kind] = cell

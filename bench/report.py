@@ -559,19 +559,17 @@ def rebuild_all(
     paths = [write_leaderboard(store.parent, at, sort, reference_dir) for store in stores]
     # A suite run into a folder of its own (`--results-dir results/<suite>`) wrote that folder's
     # index and claims report: they are rebuilt too, so no report is older than its records.
-    suites = sorted({store.parent.parent for store in stores} - {results_dir})
-    for suite in suites:
-        if (suite / "README.md").is_file():
-            paths.append(write_index(suite))
-        if (suite / "claims.md").is_file():
-            paths += [claims for claims in [write_claims(suite)] if claims]
+    for suite in sorted({store.parent.parent for store in stores} - {results_dir}):
+        paths += write_summaries(suite, existing_only=True)
     return paths + write_summaries(results_dir)
 
 
-def write_summaries(results_dir: Path) -> list[Path]:
-    """The folder's index of leaderboards and its claims report (`bench.claims`)."""
-    claims = write_claims(results_dir)
-    return [write_index(results_dir)] + ([claims] if claims else [])
+def write_summaries(results_dir: Path, existing_only: bool = False) -> list[Path]:
+    """The folder's index of leaderboards and its claims report (`bench.claims`); with
+    `existing_only`, only those of the two that the folder already holds."""
+    wanted = {name: not existing_only or (results_dir / name).is_file() for name in ("README.md", "claims.md")}
+    claims = write_claims(results_dir) if wanted["claims.md"] else None
+    return ([write_index(results_dir)] if wanted["README.md"] else []) + ([claims] if claims else [])
 
 
 def main(argv: list[str] | None = None) -> int:
