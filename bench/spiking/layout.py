@@ -59,3 +59,48 @@ def time_layout(layout: TimeLayout) -> Iterator[TimeLayout]:
 
 def current_layout() -> TimeLayout:
     return _LAYOUT.get()
+
+
+class OutputBuffers:
+    """Spike buffers that a neuron reuses from one call to the next, for one simulation.
+
+    A simulation in time chunks calls every neuron once per chunk with currents of the same shape.
+    Writing each call's spikes into fresh memory costs more than the neuron's own arithmetic on a
+    CPU, where the allocator hands large blocks back to the system and every chunk then starts
+    from unmapped pages. Inside `reused_outputs()` a neuron without autograd writes into the
+    buffer of its previous call instead, so a call's output is valid only until the same neuron's
+    next call. The harness reads each chunk before it simulates the next; code that keeps outputs
+    across calls must not enter the scope. The buffers are released when the scope ends.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    def take(self, owner: object, shape: tuple[int, ...], strides: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """`owner`'s buffer of this shape and these strides, with the dtype and device of `like`."""
+        key = (id(owner), shape, strides, like.dtype, like.device)
+        buffer = self._buffers.get(key)
+        if buffer is None:
+            buffer = self._buffers[key] = torch.empty_strided(shape, strides, dtype=like.dtype, device=like.device)
+        return buffer
+
+
+_BUFFERS: contextvars.ContextVar[OutputBuffers | None] = contextvars.ContextVar(
+    "spikebench_output_buffers", default=None
+)
+
+
+@contextlib.contextmanager
+def reused_outputs(enabled: bool = True) -> Iterator[OutputBuffers | None]:
+    """Neurons called without autograd inside the block reuse their output buffers (`OutputBuffers`);
+    `enabled=False` turns reuse off inside an enclosing scope (a call whose outputs are compared)."""
+    token = _BUFFERS.set(OutputBuffers() if enabled else None)
+    try:
+        yield _BUFFERS.get()
+    finally:
+        _BUFFERS.reset(token)
+
+
+def output_buffers() -> OutputBuffers | None:
+    """The reuse scope neurons are called in, or None outside `reused_outputs()`."""
+    return _BUFFERS.get()
