@@ -147,10 +147,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
-        # In place: batch norm's backward does not need its output, and a fresh tensor per call
-        # costs a pass over unmapped memory on a CPU. (A traced graph records an ordinary add.)
-        branch += self.shortcut(x)
-        return self.act2(branch)
+        return self.act2(branch + self.shortcut(x))
 
 
 class CifarResNet(nn.Module):

@@ -23,7 +23,7 @@ from bench import distributed
 from bench.distributed import gather_sum
 from bench.efficiency import OperationCounter, SpikeRecorder
 from bench.progress import QUIET
-from bench.spiking import SpikingModel, reused_outputs
+from bench.spiking import SpikingModel
 
 
 class BrokenContract(RuntimeError):
@@ -143,8 +143,7 @@ def evaluate(
     evaluation = Evaluation(time_steps=grid)
     started = time.perf_counter()
     try:
-        # Each chunk's spikes are read before the next chunk: the neurons may reuse their buffers.
-        with reused_outputs(), reporter.task(description, total=len(loader)) as task:
+        with reporter.task(description, total=len(loader)) as task:
             for images, labels in loader:
                 images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 if tally is None:

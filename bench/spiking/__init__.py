@@ -17,11 +17,6 @@ The neuron contract (`SpikingNeuron`, in `bench.spiking.neurons`):
   module it contains, and the harness and the trainers call it before every batch.
 - Observation. `neuron.register_spike_hook(hook)` calls `hook(neuron, spikes [T, B, ...])` after
   every call; the harness registers its recorders this way and removes them when done.
-- Output buffers. Inside `reused_outputs()` (the harness's simulation) a neuron called without
-  autograd may write its spikes into the buffer of its own previous call
-  (`neuron.reusable_output(current)`, `bench.spiking.layout.OutputBuffers`): a call's output is
-  then valid until that neuron's next call. A neuron that allocates its output afresh is correct
-  too, only slower.
 - A new neuron is a subclass that defines one time step, `step(current [B, ...], potential,
   threshold) -> (spikes, potential)`, and, if it starts elsewhere than
   `initial_potential * threshold`, `fresh_potential`. The base class loops over time, carries and
@@ -40,7 +35,7 @@ The neuron contract (`SpikingNeuron`, in `bench.spiking.neurons`):
 """
 
 from bench.spiking.encoders import DirectEncoder, PoissonEncoder, build_encoder
-from bench.spiking.layout import OutputBuffers, TimeLayout, current_layout, output_buffers, reused_outputs, time_layout
+from bench.spiking.layout import TimeLayout, current_layout, time_layout
 from bench.spiking.network import AnalogModel, SpikingModel, SpikingNetwork, replace_modules, replace_relus
 from bench.spiking.neurons import IFNeuron, LIFNeuron, ParametricLIFNeuron, SpikingNeuron, Stateful
 from bench.spiking.normalization import ThresholdDependentBatchNorm, pre_addition_norms
@@ -52,7 +47,6 @@ __all__ = [
     "DirectEncoder",
     "IFNeuron",
     "LIFNeuron",
-    "OutputBuffers",
     "ParametricLIFNeuron",
     "PoissonEncoder",
     "SpikingModel",
@@ -66,11 +60,9 @@ __all__ = [
     "build_encoder",
     "current_layout",
     "list_surrogates",
-    "output_buffers",
     "register_surrogate",
     "replace_modules",
     "replace_relus",
-    "reused_outputs",
     "spike",
     "time_layout",
 ]

@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
-from bench.spiking.layout import current_layout, reused_outputs, time_layout
+from bench.spiking.layout import current_layout, time_layout
 from bench.spiking.neurons import SpikingNeuron, Stateful
 
 PROBE_SAMPLES, PROBE_STEPS = 2, 2
@@ -74,7 +74,6 @@ def _probe(network, images: torch.Tensor) -> tuple[bool, list[_BatchNorm]]:
     try:
         network.eval()
         stack.enter_context(_user_hooks_silenced(network))
-        stack.enter_context(reused_outputs(False))  # the two runs' outputs are compared
         reference = run(constant_prefix=False)
         handles = [norm.register_forward_pre_hook(note_prefix_batch) for norm in norms]
         try:

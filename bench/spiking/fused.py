@@ -57,21 +57,19 @@ def simulate(
     dynamics: Dynamics,
     *,
     compiled: bool = False,
-    out: torch.Tensor | None = None,
 ):
     """Spikes `[T, B, ...]` and the final potential `[B, ...]`, differentiable when autograd needs it.
 
     `potential` None is a fresh state at `dynamics.initial_potential * threshold`. Spikes have the
     dtype of the current; the potential is kept in float32 when the current is half or bfloat16
     (mixed precision), where small inputs would otherwise vanish in the sum. `compiled` runs the
-    training steps as `torch.compile` kernels. `out`, used only without autograd, receives the
-    spikes: a buffer with the shape and strides of `sequence_layout(current)`.
+    training steps as `torch.compile` kernels.
     """
     threshold = threshold.to(_state_dtype(current.dtype))
     carried_grad = potential is not None and potential.requires_grad
     if torch.is_grad_enabled() and (current.requires_grad or carried_grad):
         return _LIFSequence.apply(current, potential, threshold, dynamics, compiled)
-    return _run_forward(current, potential, threshold, dynamics, keep_distance=False, compiled=compiled, out=out)[::2]
+    return _run_forward(current, potential, threshold, dynamics, keep_distance=False, compiled=compiled)[::2]
 
 
 # Steps of at least this many elements run the compiled forward kernel without autograd too: on
@@ -80,14 +78,14 @@ def simulate(
 COMPILED_FORWARD_MIN_ELEMENTS = 2**19
 
 
-def _run_forward(current, potential, threshold, dynamics: Dynamics, keep_distance: bool, compiled: bool, out=None):
+def _run_forward(current, potential, threshold, dynamics: Dynamics, keep_distance: bool, compiled: bool):
     """(spikes, distance to threshold or None, final potential); nothing is recorded for autograd.
 
     Without autograd, a potential that is not part of a graph is advanced in place (the neuron's
     own state, replaced by the result anyway); otherwise the loop works on a copy.
     """
     precise = _state_dtype(current.dtype)
-    spikes = _empty_sequence(current) if out is None else out
+    spikes = _empty_sequence(current)
     distance = torch.empty_like(spikes, dtype=precise) if keep_distance else None
     if potential is None:
         state = torch.empty_like(current[0], dtype=precise)
@@ -170,17 +168,13 @@ def _with_layout_of(template: torch.Tensor, tensor: torch.Tensor) -> torch.Tenso
     return torch.empty_like(template, dtype=tensor.dtype).copy_(tensor)
 
 
-def sequence_layout(current: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Shape and strides of spikes `[T, B, ...]` whose every step has the layout of `current[0]`
-    (a dense layout in its own order: channels-last stays so)."""
+def _empty_sequence(current: torch.Tensor) -> torch.Tensor:
+    """An uninitialized `[T, B, ...]` whose every step has the layout of `current[0]` (channels-last stays so)."""
     step = current[0]
     layout = torch.empty_like(step).stride()  # empty_like keeps a dense layout, whatever its order
-    return (current.shape[0], *step.shape), (step.numel(), *layout)
-
-
-def _empty_sequence(current: torch.Tensor) -> torch.Tensor:
-    shape, strides = sequence_layout(current)
-    return torch.empty_strided(shape, strides, dtype=current.dtype, device=current.device)
+    return torch.empty_strided(
+        (current.shape[0], *step.shape), (step.numel(), *layout), dtype=current.dtype, device=current.device
+    )
 
 
 @functools.cache

@@ -36,8 +36,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from bench.spiking.fused import Dynamics, sequence_layout, simulate
-from bench.spiking.layout import current_layout, output_buffers
+from bench.spiking.fused import Dynamics, simulate
+from bench.spiking.layout import current_layout
 from bench.spiking.surrogates import Surrogate, spike
 
 ResetMode = Literal["subtract", "zero"]
@@ -155,15 +155,6 @@ class SpikingNeuron(Stateful, nn.Module):
             )
         return self.potential
 
-    def reusable_output(self, current: torch.Tensor) -> torch.Tensor | None:
-        """The buffer this call's spikes `[T, B, ...]` may be written into: inside `reused_outputs()`
-        and without autograd, the one of this neuron's previous call of that shape; else None."""
-        buffers = output_buffers()
-        if buffers is None or torch.is_grad_enabled():
-            return None
-        shape, strides = sequence_layout(current)
-        return buffers.take(self, shape, strides, current)
-
     def emits_events(self) -> bool:
         """Whether every spike is a nonzero output (a threshold amplitude of 0 would hide one)."""
         return self.spike_amplitude == "one" or bool(self.threshold.ne(0).all())
@@ -219,8 +210,7 @@ class LIFNeuron(SpikingNeuron):
         dynamics = Dynamics(self.leak, self.reset_mode, self.detach_reset, self.surrogate, self.initial_potential)
         own_start = type(self).fresh_potential is not SpikingNeuron.fresh_potential
         carried = None if self.potential is None and not own_start else self.carried_potential(current[0], threshold)
-        out = self.reusable_output(current)
-        spikes, self.potential = simulate(current, carried, threshold, dynamics, compiled=compiled, out=out)
+        spikes, self.potential = simulate(current, carried, threshold, dynamics, compiled=compiled)
         return spikes
 
     def _fusable(self) -> bool:
@@ -262,5 +252,5 @@ class ParametricLIFNeuron(LIFNeuron):
         carried = None if self.potential is None else self.carried_potential(current[0], threshold)
         # A current constant in time stays one `[B, ...]` tensor, expanded (the time-constant prefix).
         scaled = (current[0] * rate).expand_as(current) if current.stride(0) == 0 else current * rate
-        spikes, self.potential = simulate(scaled, carried, threshold, dynamics, out=self.reusable_output(current))
+        spikes, self.potential = simulate(scaled, carried, threshold, dynamics)
         return spikes
