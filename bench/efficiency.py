@@ -27,6 +27,8 @@ from torch import nn
 from bench.spiking.fused import is_dense
 from bench.spiking.neurons import SpikingNeuron
 
+# The torch.profiler event that covers the counting (`bench.studies.speed` reads it).
+PROFILER_EVENT = "spikebench: counters"
 PJ_PER_MAC = 4.6
 PJ_PER_AC = 0.9
 ENERGY_CAVEAT = "compute only (45 nm: 4.6 pJ/MAC, 0.9 pJ/AC, Horowitz 2014); memory traffic is not counted"
@@ -42,7 +44,8 @@ class SpikeRecorder:
         self._handles = [m.register_spike_hook(self._record) for m in model.modules() if isinstance(m, SpikingNeuron)]
 
     def _record(self, neuron: SpikingNeuron, spikes: torch.Tensor) -> None:
-        self.spike_maps[self.names[id(neuron)]] = sum_over_batch(spikes)
+        with torch.profiler.record_function(PROFILER_EVENT):
+            self.spike_maps[self.names[id(neuron)]] = sum_over_batch(spikes)
 
     def spike_counts(self) -> dict[str, torch.Tensor]:
         """Spikes per step of the last call of each layer, summed over batch and neurons, `[T]`."""
@@ -177,19 +180,23 @@ class OperationCounter:
 
     def _hook(self, name: str):
         def count(layer, inputs, outputs):
-            (source,) = inputs
-            macs = dense_macs(layer, source, outputs)
-            self.dense_macs_per_sample[name] = macs
-            # Analog: an ANN, the encoder's own output, or a layer of the constant prefix that runs once
-            # on `[B, ...]` before the first neuron (`SpikingNetwork.constant_prefix`).
-            analog = self.analog_input is not None and source.data_ptr() == self.analog_input.data_ptr()
-            if self.all_dense or analog or source.shape[0] != self.time_steps * self.batch_size:
-                steps = torch.full((self.time_steps,), float(macs * self.batch_size))
-                self.counts[name] = LayerCount("mac", steps)
-            else:
-                self.counts[name] = LayerCount("sop", self._sops(name, layer, source))
+            with torch.profiler.record_function(PROFILER_EVENT):
+                self._count(name, layer, inputs, outputs)
 
         return count
+
+    def _count(self, name: str, layer: nn.Module, inputs, outputs) -> None:
+        (source,) = inputs
+        macs = dense_macs(layer, source, outputs)
+        self.dense_macs_per_sample[name] = macs
+        # Analog: an ANN, the encoder's own output, or a layer of the constant prefix that runs once
+        # on `[B, ...]` before the first neuron (`SpikingNetwork.constant_prefix`).
+        analog = self.analog_input is not None and source.data_ptr() == self.analog_input.data_ptr()
+        if self.all_dense or analog or source.shape[0] != self.time_steps * self.batch_size:
+            steps = torch.full((self.time_steps,), float(macs * self.batch_size))
+            self.counts[name] = LayerCount("mac", steps)
+        else:
+            self.counts[name] = LayerCount("sop", self._sops(name, layer, source))
 
     def _sops(self, name: str, layer: nn.Module, source: torch.Tensor) -> torch.Tensor:
         events = self._recorded_spikes(source)  # [steps, ...], summed over the batch

@@ -21,7 +21,7 @@ import torch
 
 from bench import distributed
 from bench.distributed import gather_sum
-from bench.efficiency import OperationCounter, SpikeRecorder
+from bench.efficiency import PROFILER_EVENT, OperationCounter, SpikeRecorder
 from bench.progress import QUIET
 from bench.spiking import SpikingModel
 
@@ -185,14 +185,7 @@ def _simulate_batch(
         outputs = model(images, steps).float()
         _check_steps(outputs, spikes, steps)
         running = outputs.cumsum(0) if readout is None else readout + outputs.cumsum(0)
-        counts = _step_counts(spikes, counter)
-        # Every counter of the chunk in one float64 table [counters, steps] (exact for these integer
-        # counts), read back to Python once per chunk instead of once per counter and T.
-        names, rows = list(counts), []
-        if names:
-            table = torch.stack([counts[name].to(device="cpu", dtype=torch.float64) for name in names]).cumsum(1)
-            table += torch.tensor([so_far.get(name, 0.0) for name in names], dtype=torch.float64)[:, None]
-            rows = table.tolist()
+        names, rows = _running_counts(spikes, counter, so_far)
         for t in tally.grid:
             # An ANN runs one step and holds it: every T beyond the horizon reads its last step.
             reached = done < t <= done + steps or (t > horizon and done + steps == horizon)
@@ -209,6 +202,20 @@ def _simulate_batch(
     if counter is not None:
         tally.dense_macs = dict(counter.dense_macs_per_sample)
     tally.samples += len(labels)
+
+
+def _running_counts(spikes: SpikeRecorder, counter, so_far: dict[str, float]) -> tuple[list[str], list[list[float]]]:
+    """Every counter's name and running totals at each step of the last chunk, from `so_far` on."""
+    with torch.profiler.record_function(PROFILER_EVENT):
+        counts = _step_counts(spikes, counter)
+        names = list(counts)
+        if not names:
+            return names, []
+        # Every counter of the chunk in one float64 table [counters, steps] (exact for these integer
+        # counts), read back to Python once per chunk instead of once per counter and T.
+        table = torch.stack([counts[name].to(device="cpu", dtype=torch.float64) for name in names]).cumsum(1)
+        table += torch.tensor([so_far.get(name, 0.0) for name in names], dtype=torch.float64)[:, None]
+        return names, table.tolist()
 
 
 def _check_steps(outputs: torch.Tensor, spikes: SpikeRecorder, steps: int) -> None:

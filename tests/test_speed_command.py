@@ -48,6 +48,17 @@ def test_speed_command_writes_ratios_it_measured(tmp_path, capsys, monkeypatch):
         assert sum(v for k, v in parts[network].items() if k != "total") == pytest.approx(parts[network]["total"])
         assert parts[network]["ReLU or neuron"] > 0 and parts[network]["convolutions"] > 0
     assert f"| total | {parts['ann']['total']:.1f} | {parts['snn']['total']:.1f} |" in text
+    curve_parts = result["curve_profile"]["parts"]
+    assert result["curve_profile"]["variant"] == "fused" and result["curve_profile"]["time_steps"] == 6
+    for network in ("ann", "snn"):
+        assert sum(v for k, v in curve_parts[network].items() if k != "total") == pytest.approx(
+            curve_parts[network]["total"]
+        )
+        assert curve_parts[network]["ReLU or neuron"] > 0 and curve_parts[network]["convolutions"] > 0
+    # The ANN's forwards count nothing; the harness counts every spiking step.
+    assert curve_parts["ann"]["spike and operation counters"] == 0
+    assert curve_parts["snn"]["spike and operation counters"] > 0
+    assert f"| spike and operation counters | 0.00 | {curve_parts['snn']['spike and operation counters']:.2f} |" in text
 
 
 def test_allocator_settings_from_the_environment_are_named_in_the_command(monkeypatch):

@@ -42,6 +42,8 @@ from bench.spiking.surrogates import Surrogate, spike
 
 ResetMode = Literal["subtract", "zero"]
 SpikeHook = Callable[["SpikingNeuron", torch.Tensor], None]
+# The torch.profiler event that covers every neuron's time loop (`bench.studies.speed` reads it).
+PROFILER_EVENT = "spikebench: neuron"
 
 
 class Stateful:
@@ -122,7 +124,8 @@ class SpikingNeuron(Stateful, nn.Module):
     def run_sequence(self, current: torch.Tensor, *, compiled: bool = False, observed: bool = True) -> torch.Tensor:
         """Currents `[T, B, ...]` -> spikes times the amplitude `[T, B, ...]`; the state carries on."""
         threshold = self.broadcast_threshold(current[0])
-        spikes = self.integrate(current, threshold, compiled)
+        with torch.profiler.record_function(PROFILER_EVENT):
+            spikes = self.integrate(current, threshold, compiled)
         if observed:
             for hook in tuple(self._spike_hooks.values()):
                 hook(self, spikes.detach())

@@ -8,6 +8,9 @@ On one architecture and one batch `[B, C, H, W]`, side by side:
                / (T_max x one ANN forward in eval mode)
     memory     peak memory of one direct-training step as T grows
 
+and, under torch.profiler, where a training step and the curve spend their time (convolutions,
+batch norm, ReLU or neuron, the harness's counters, the rest) next to the ANN's.
+
 for the neuron's plain loop, the fused loop, and the fused loop compiled with `torch.compile`.
 The ANN is the same architecture with ReLUs, same batch, same memory format and thread count.
 Training steps of all contestants are interleaved and the best of `--repeats` rounds is kept;
@@ -40,10 +43,12 @@ import torch
 from torch import nn
 
 from bench.architectures import build_architecture
+from bench.efficiency import PROFILER_EVENT as COUNTER_EVENT
 from bench.errors import OneLineArgumentParser, UserError, exit_status
 from bench.harness import evaluate
 from bench.records import git_commit, hardware, package_versions
 from bench.spiking import DirectEncoder, LIFNeuron, SpikingNetwork, Surrogate, replace_relus
+from bench.spiking.neurons import PROFILER_EVENT as NEURON_EVENT
 from bench.studies.speed_report import print_table, render
 
 VARIANTS = ("plain", "fused", "compiled")
@@ -185,7 +190,7 @@ def measure_training(bench: Bench, variants: list[str]) -> dict:
     return times
 
 
-# Where a training step's time goes: the CPU time of these profiler events, their children included.
+# Where the time goes: the CPU time of these profiler events, their children included.
 STEP_PARTS = {
     "convolutions": ("aten::convolution", "autograd::engine::evaluate_function: ConvolutionBackward0"),
     "batch norm": ("aten::batch_norm", "autograd::engine::evaluate_function: NativeBatchNormBackward0"),
@@ -193,10 +198,29 @@ STEP_PARTS = {
         "aten::relu",
         "aten::relu_",
         "autograd::engine::evaluate_function: ReluBackward0",
-        "_LIFSequence",
+        NEURON_EVENT,
         "autograd::engine::evaluate_function: _LIFSequenceBackward",
     ),
 }
+CURVE_PARTS = {
+    "convolutions": ("aten::convolution",),
+    "batch norm": ("aten::batch_norm",),
+    "ReLU or neuron": ("aten::relu", "aten::relu_", NEURON_EVENT),
+    "spike and operation counters": (COUNTER_EVENT,),
+}
+
+
+def profiled_parts(work, parts: dict[str, tuple[str, ...]], scale: float) -> dict[str, float]:
+    """The CPU time of each part of `work()` (`parts`: its profiler events), the rest as `other`,
+    and the `total`, in microseconds times `scale`."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        work()
+    events = {event.key: event for event in profiler.key_averages()}
+    measured = {
+        part: scale * sum(events[key].cpu_time_total for key in keys if key in events) for part, keys in parts.items()
+    }
+    total = scale * sum(event.self_cpu_time_total for event in events.values())
+    return {**measured, "other": total - sum(measured.values()), "total": total}
 
 
 def profile_training(bench: Bench, variant: str = "fused", steps: int = 3) -> dict:
@@ -210,18 +234,31 @@ def profile_training(bench: Bench, variant: str = "fused", steps: int = 3) -> di
         model.train()
         step = bench.training_step(model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9), time_steps)
         step()
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
-            for _ in range(steps):
-                step()
-        events = {event.key: event for event in profiler.key_averages()}
         scale = (bench.args.time_steps_train if time_steps is None else 1) / (1000 * steps)  # µs -> ms per SNN step
-        measured = {
-            part: scale * sum(events[key].cpu_time_total for key in keys if key in events)
-            for part, keys in STEP_PARTS.items()
-        }
-        total = scale * sum(event.self_cpu_time_total for event in events.values())
-        parts[name] = {**measured, "other": total - sum(measured.values()), "total": total}
+        parts[name] = profiled_parts(lambda step=step: [step() for _ in range(steps)], STEP_PARTS, scale)
     return {"variant": variant, "steps": steps, "parts": parts}
+
+
+def profile_curve(bench: Bench, variant: str, horizon: int = 200) -> dict:
+    """ms per time step in each part (`CURVE_PARTS`, the rest as `other`), under torch.profiler:
+    the harness's curve to `horizon` on the batch beside `horizon` ANN forwards."""
+    snn, batch = bench.snns[variant].eval(), [(bench.images, bench.labels)]
+    bench.ann.eval()
+    grid = sorted({t for t in DEFAULT_GRID if t < horizon} | {horizon})
+
+    def curve() -> None:
+        evaluate(snn, batch, grid, bench.device, chunk_size=bench.args.chunk_size, num_classes=bench.args.classes)
+
+    def forwards() -> None:
+        with torch.no_grad():
+            for _ in range(horizon):
+                bench.ann(bench.images)
+
+    evaluate(snn, batch, [1, 2], bench.device, chunk_size=bench.args.chunk_size)  # warm-up, compiles
+    forwards()
+    scale = 1 / (1000 * horizon)  # µs in all -> ms per step
+    parts = {"ann": profiled_parts(forwards, CURVE_PARTS, scale), "snn": profiled_parts(curve, CURVE_PARTS, scale)}
+    return {"variant": variant, "time_steps": horizon, "parts": parts}
 
 
 def measure_curve(bench: Bench, variants: list[str]) -> dict:
@@ -440,6 +477,7 @@ def run(args: argparse.Namespace) -> dict:
     result["training"] = measure_training(bench, variants)
     result["training_profile"] = profile_training(bench) if "fused" in variants else None
     result["curve"] = measure_curve(bench, variants)
+    result["curve_profile"] = profile_curve(bench, variants[-1], min(args.time_max, 200))
     result["memory"] = measure_memory(args, device) if args.memory_steps.strip() else {}
     result["spikingjelly"] = measure_spikingjelly(bench)
     result["variants"] = variants

@@ -8,8 +8,9 @@ from its JSON.
 from __future__ import annotations
 
 VARIANT_TITLES = {"plain": "plain loop", "fused": "fused", "compiled": "fused + compiled"}
-# The rows of the training profile, in a fixed order (the JSON stores its keys sorted).
+# The rows of the profiles, in a fixed order (the JSON stores its keys sorted).
 PROFILE_PARTS = ("convolutions", "batch norm", "ReLU or neuron", "other", "total")
+CURVE_PROFILE_PARTS = ("convolutions", "batch norm", "ReLU or neuron", "spike and operation counters", "other", "total")
 
 
 def render(result: dict) -> str:
@@ -70,6 +71,7 @@ def render(result: dict) -> str:
             "SpikingJelly is not installed here, so its LIF node is not compared (`pip install spikingjelly`).",
         ]
     lines += _profile_lines(result.get("training_profile"), settings)
+    lines += _curve_profile_lines(result.get("curve_profile"))
     lines += _memory_lines(result["memory"])
     lines += [
         "",
@@ -113,6 +115,23 @@ def _profile_lines(profile: dict | None, settings: dict) -> list[str]:
     ]
     for part in PROFILE_PARTS:
         lines.append(f"| {part} | {ann[part]:.1f} | {snn[part]:.1f} | {snn[part] - ann[part]:+.1f} |")
+    return lines
+
+
+def _curve_profile_lines(profile: dict | None) -> list[str]:
+    if not profile:
+        return []
+    ann, snn = profile["parts"]["ann"], profile["parts"]["snn"]
+    lines = [
+        "",
+        f"Where the curve goes ({VARIANT_TITLES[profile['variant']]} loop; ms per time step under torch.profiler, "
+        f"the harness's curve to T = {profile['time_steps']} beside as many ANN forwards, so slower than above):",
+        "",
+        "| part | ANN forward | spiking step | difference |",
+        "|---|---:|---:|---:|",
+    ]
+    for part in CURVE_PROFILE_PARTS:
+        lines.append(f"| {part} | {ann[part]:.2f} | {snn[part]:.2f} | {snn[part] - ann[part]:+.2f} |")
     return lines
 
 
