@@ -8,10 +8,9 @@ On one architecture and one batch `[B, C, H, W]`, side by side:
                / (T_max x one ANN forward in eval mode)
     memory     peak memory of one direct-training step as T grows
 
+for the neuron's plain loop, the fused loop, and the fused loop compiled with `torch.compile`;
 and, under torch.profiler, where a training step and the curve spend their time (convolutions,
 batch norm, ReLU or neuron, the harness's counters, the rest) next to the ANN's.
-
-for the neuron's plain loop, the fused loop, and the fused loop compiled with `torch.compile`.
 The ANN is the same architecture with ReLUs, same batch, same memory format and thread count.
 Training steps of all contestants are interleaved and the best of `--repeats` rounds is kept;
 each curve is one run of the harness against the mean of sustained ANN forwards timed around it,
@@ -239,12 +238,17 @@ def profile_training(bench: Bench, variant: str = "fused", steps: int = 3) -> di
     return {"variant": variant, "steps": steps, "parts": parts}
 
 
+def curve_grid(horizon: int) -> list[int]:
+    """The T read on a curve to `horizon`: the default grid below it, and the horizon itself."""
+    return sorted({t for t in DEFAULT_GRID if t < horizon} | {horizon})
+
+
 def profile_curve(bench: Bench, variant: str, horizon: int = 200) -> dict:
     """ms per time step in each part (`CURVE_PARTS`, the rest as `other`), under torch.profiler:
     the harness's curve to `horizon` on the batch beside `horizon` ANN forwards."""
     snn, batch = bench.snns[variant].eval(), [(bench.images, bench.labels)]
     bench.ann.eval()
-    grid = sorted({t for t in DEFAULT_GRID if t < horizon} | {horizon})
+    grid = curve_grid(horizon)
 
     def curve() -> None:
         evaluate(snn, batch, grid, bench.device, chunk_size=bench.args.chunk_size, num_classes=bench.args.classes)
@@ -264,7 +268,7 @@ def profile_curve(bench: Bench, variant: str, horizon: int = 200) -> dict:
 def measure_curve(bench: Bench, variants: list[str]) -> dict:
     """The harness's curve on one batch per variant, against T_max ANN forwards timed around it."""
     horizon = bench.args.time_max
-    grid = sorted({t for t in DEFAULT_GRID if t < horizon} | {horizon})
+    grid = curve_grid(horizon)
     bench.ann.eval()
 
     def ann_forwards(count: int = 100) -> float:
