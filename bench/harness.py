@@ -7,19 +7,24 @@ It keeps, at each T, which test images were classified correctly (a bit per imag
 order), so that two methods read on the same images can be compared paired (`bench.stats`).
 On the way it counts, per step, the spikes of every neuron layer and the synaptic operations of
 every synaptic layer (`bench.efficiency`), and reads their running totals at each T. A
-time-invariant model (an ANN) is run for one step and holds its numbers at every T.
+time-invariant model (an ANN) is run for one step and holds its numbers at every T. A long
+simulation saves its sums after finished batches (`PartialCurve`), so a stopped run resumes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from bench import distributed
+from bench.checkpoints import random_states, read_safely, restore_random_states, write_atomically
 from bench.distributed import gather_sum
 from bench.efficiency import PROFILER_EVENT, OperationCounter, SpikeRecorder
 from bench.progress import QUIET
@@ -95,6 +100,26 @@ class _Tally:
         self.neurons = self.neurons or other.neurons
         self.dense_macs = self.dense_macs or other.dense_macs
 
+    def state_dict(self) -> dict:
+        """The sums so far, as tensors and plain data (a partial curve's file holds them)."""
+        return {
+            "correct1": dict(self.correct1),
+            "correct5": None if self.correct5 is None else dict(self.correct5),
+            "hits": {t: _joined(self.hits[t], torch.bool) for t in self.grid},
+            "positions": _joined(self.positions, torch.int64),
+            "totals": {t: dict(self.totals[t]) for t in self.grid},
+            "neurons": dict(self.neurons),
+            "dense_macs": dict(self.dense_macs),
+            "samples": self.samples,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.correct1, self.correct5 = dict(state["correct1"]), state["correct5"]
+        self.hits = {t: [state["hits"][t]] for t in self.grid}
+        self.positions = [state["positions"]]
+        self.totals = {t: defaultdict(float, state["totals"][t]) for t in self.grid}
+        self.neurons, self.dense_macs, self.samples = state["neurons"], state["dense_macs"], state["samples"]
+
     def result(self, evaluation: Evaluation) -> Evaluation:
         samples = max(self.samples, 1)
         evaluation.num_samples = self.samples
@@ -132,19 +157,32 @@ def evaluate(
     count_operations: bool = True,
     reporter=QUIET,
     description: str = "simulate",
+    partial_curve: Path | None = None,
+    save_every_s: float = 60.0,
 ) -> Evaluation:
-    """Accuracy and counters at every T in `time_steps` from one simulation of max(time_steps) steps."""
+    """Accuracy and counters at every T in `time_steps` from one simulation of max(time_steps) steps.
+
+    With `partial_curve`, the sums so far are saved there at most every `save_every_s` seconds,
+    after a finished batch, and a later call on the same network resumes after the saved batches
+    (`PartialCurve`); the file is deleted when the curve is complete.
+    """
     grid = sorted(set(time_steps))
     model = model.to(device).eval()
     horizon = 1 if model.time_invariant else grid[-1]
+    partial = PartialCurve(partial_curve, model, grid, len(loader), count_operations) if partial_curve else None
+    resumed = partial.load() if partial is not None else None
     spikes = SpikeRecorder(model)
     counter = OperationCounter(model, all_dense=model.time_invariant, spikes=spikes) if count_operations else None
     tally: _Tally | None = None
     evaluation = Evaluation(time_steps=grid)
-    started = time.perf_counter()
+    started, simulated_before, done = time.perf_counter(), 0.0, 0
     try:
         with reporter.task(description, total=len(loader)) as task:
-            for images, labels in loader:
+            batches = iter(loader)
+            if resumed is not None:
+                tally, simulated_before, done = partial.resume(resumed, grid, evaluation, batches, loader, model)
+                task.advance(done)
+            for images, labels in batches:
                 images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 if tally is None:
                     model.reset_state()
@@ -152,15 +190,95 @@ def evaluate(
                     tally = _Tally(grid, with_top5=classes >= 100)
                     evaluation.chunk_size = chunk_size or choose_chunk_size(model, images, horizon, memory_budget_mb)
                 _simulate_batch(model, spikes, counter, images, labels, horizon, evaluation.chunk_size, tally)
+                done += 1
                 task.advance(acc=tally.correct1[grid[-1]] / tally.samples)
+                if partial is not None and done < len(loader) and partial.due(save_every_s):
+                    simulated = simulated_before + time.perf_counter() - started
+                    partial.save(tally, done, evaluation.chunk_size, simulated, loader, model)
     finally:
         spikes.close()
         if counter is not None:
             counter.close()
         model.reset_state()
-    evaluation.wall_s = time.perf_counter() - started
+    evaluation.wall_s = simulated_before + time.perf_counter() - started
     tally = gather_sum(tally)  # under torchrun each process saw its own shard of the loader
+    if partial is not None:
+        partial.remove()
     return tally.result(evaluation) if tally else evaluation
+
+
+class PartialCurve:
+    """A long simulation's sums after its finished batches, kept in a file so that a stopped run
+    resumes at the next batch instead of at the start.
+
+    The file holds the tally, the chunk size, the simulation time so far and the random states
+    after the last saved batch (a resumed curve is the one an uninterrupted run gives). It counts
+    only for the same network (a digest of its weights and buffers), grid, number of batches,
+    counters and process of a torchrun group; any other file at the path is replaced.
+    """
+
+    def __init__(self, path: Path, model: SpikingModel, grid: list[int], batches: int, counting: bool) -> None:
+        rank, world = distributed.rank(), distributed.world_size()
+        self.path = Path(path) if world == 1 else Path(path).with_name(f"{Path(path).stem}-rank{rank}of{world}.pt")
+        self.key = {
+            "weights": weights_digest(model),
+            "grid": list(grid),
+            "batches": batches,
+            "counting": counting,
+            "process": [rank, world],
+        }
+        self.saved_at = time.perf_counter()
+
+    def load(self) -> dict | None:
+        """The saved state, or None when there is none for this network and grid."""
+        if not self.path.is_file():
+            return None
+        state = read_safely(self.path, what="partial curve", instead="simulate the curve from its start")
+        return state if isinstance(state, dict) and state.get("key") == self.key else None
+
+    def resume(self, state: dict, grid: list[int], evaluation: Evaluation, batches, loader, model):
+        """(tally, simulation seconds so far, batches done) from a loaded state; `batches` (the
+        loader's iterator) is moved past the finished batches and the random states restored."""
+        tally = _Tally(grid, with_top5=state["tally"]["correct5"] is not None)
+        tally.load_state_dict(state["tally"])
+        evaluation.chunk_size = state["chunk_size"]
+        for _ in itertools.islice(batches, state["batches"]):
+            pass  # the finished batches are read again, not simulated
+        restore_random_states(state["random"], loader, model)
+        return tally, state["wall_s"], state["batches"]
+
+    def due(self, every_s: float) -> bool:
+        return time.perf_counter() - self.saved_at >= every_s
+
+    def save(self, tally: _Tally, batches: int, chunk_size: int, wall_s: float, loader, model) -> None:
+        state = {
+            "key": self.key,
+            "tally": tally.state_dict(),
+            "batches": batches,
+            "chunk_size": chunk_size,
+            "wall_s": wall_s,
+            "random": random_states(loader, model),
+        }
+        then = "run the same command again: the curve resumes after its last saved batch"
+        write_atomically(self.path, state, what="partial curve", then=then)
+        self.saved_at = time.perf_counter()
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A hash of every parameter and buffer of `model`, by name, bytes and dtype."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        data = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{data.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+def _joined(parts: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype)
 
 
 def _step_counts(spikes: SpikeRecorder, counter: OperationCounter | None) -> dict[str, torch.Tensor]:

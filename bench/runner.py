@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -269,6 +270,7 @@ def _run_setting(method, config, dataset, build_ann, device, loader, provenance,
             for record in _evaluate(
                 context.ceiling,
                 ceiling["label"],
+                ceiling["setting_hash"],
                 method.time_steps,
                 context,
                 config,
@@ -294,7 +296,9 @@ def _run_method(
                 f"(wrap an ANN in AnalogModel, a spiking body in SpikingNetwork)"
             )
         wall_s = time.perf_counter() - started
-        return _evaluate(model, method.label, method.time_steps, context, config, loader, reporter, wall_s)
+        return _evaluate(
+            model, method.label, method.setting_hash, method.time_steps, context, config, loader, reporter, wall_s
+        )
     except UserError:
         raise  # the user's to fix: stop the suite with one line
     except (TrainingDiverged, BrokenContract) as failure:
@@ -317,9 +321,22 @@ def _failed(failure, started: float) -> list[dict[str, Any]]:
     ]
 
 
+# Runs of characters a label cannot keep in a file name (each becomes `_`).
+SAFE_NAME = re.compile(r"[^\w.-]+")
+
+
 def _evaluate(
-    model, label: str, time_steps: list[int], context: RunContext, config: RunConfig, loader, reporter, build_wall_s
+    model,
+    label: str,
+    setting_hash: str,
+    time_steps: list[int],
+    context: RunContext,
+    config: RunConfig,
+    loader,
+    reporter,
+    build_wall_s,
 ) -> list[dict[str, Any]]:
+    """The records of one row; a stopped simulation resumes from its partial curve in the cache."""
     evaluation = evaluate(
         model,
         loader("test"),
@@ -331,6 +348,7 @@ def _evaluate(
         count_operations=config.eval.count_operations,
         reporter=reporter,
         description=f"simulate {label}",
+        partial_curve=context.cache_dir / "curves" / f"{SAFE_NAME.sub('_', label)}-{setting_hash}.pt",
     )
     return [_evaluation_record(evaluation, t, build_wall_s, config) for t in evaluation.time_steps]
 

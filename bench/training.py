@@ -9,21 +9,17 @@ reference and the conversion method so that both see the same network.
 from __future__ import annotations
 
 import math
-import os
-import random
-import secrets
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bench import distributed
+from bench.checkpoints import random_states, read_safely, restore_random_states, write_atomically
 from bench.config import TrainConfig, hash_of
 from bench.errors import UserError
 from bench.progress import QUIET
@@ -183,17 +179,11 @@ CHECKPOINT_KEYS = ("model", "optimizer", "schedule", "epoch", "wall_s")
 
 
 def _resume(path: Path | None, model, optimizer, schedule, loader) -> tuple[int, float]:
-    """Load a checkpoint: tensors and plain data only (`weights_only`), so a file dropped in the
-    cache cannot run code; the random states come back too, so the run goes on as if never stopped."""
+    """Load a checkpoint (`read_safely`: it cannot run code); the random states come back too, so
+    the run goes on as if never stopped."""
     if path is None or not path.is_file():
         return 0, 0.0
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 (torch raises many kinds for a damaged or unsafe file)
-        raise UserError(
-            f"checkpoint {path} cannot be read safely ({type(error).__name__}: it is damaged, or holds more than "
-            f"tensors and plain data); delete it to train from scratch"
-        ) from None
+    state = read_safely(path, what="checkpoint", instead="train from scratch")
     if not isinstance(state, dict) or not set(CHECKPOINT_KEYS) <= set(state):
         raise UserError(f"{path} is not a spikebench checkpoint; delete it to train from scratch")
     try:
@@ -205,7 +195,7 @@ def _resume(path: Path | None, model, optimizer, schedule, loader) -> tuple[int,
             f"checkpoint {path} does not fit this network ({_mismatch(model, state['model'], error)}); it was "
             f"written by another version or architecture: delete it to train from scratch"
         ) from None
-    _restore_random_states(state.get("random"), loader, model)
+    restore_random_states(state.get("random"), loader, model)
     return state["epoch"], state["wall_s"]
 
 
@@ -236,91 +226,17 @@ def _mismatch(model: nn.Module, saved, error: Exception) -> str:
 
 
 def _save(path: Path, model, optimizer, schedule, epoch: int, wall_s: float, loader) -> None:
-    """Write a checkpoint under a name of this process's own, then rename it: a crash or a second
-    process writing the same checkpoint never leaves a damaged file behind."""
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(),
         "epoch": epoch,
         "wall_s": wall_s,
-        "random": _random_states(loader, model),
+        "random": random_states(loader, model),
     }
-    partial = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, partial)
-        partial.replace(path)
-    except (OSError, RuntimeError) as error:
-        partial.unlink(missing_ok=True)
-        needed = max(1.0, _megabytes(state))
-        raise UserError(
-            f"cannot write the checkpoint {path} ({_write_failure(error, path.parent, needed)}); free about "
-            f"{needed:.0f} MB in {path.parent} and run the same command again: it resumes from the last checkpoint"
-        ) from None
-
-
-def _megabytes(state) -> float:
-    """The size of the tensors in a (nested) checkpoint, in MB."""
-    if isinstance(state, torch.Tensor):
-        return state.numel() * state.element_size() / 2**20
-    if isinstance(state, dict):
-        state = list(state.values())
-    if isinstance(state, (list, tuple)):
-        return sum(_megabytes(value) for value in state)
-    return 0.0
-
-
-def _write_failure(error: Exception, folder: Path, needed_mb: float) -> str:
-    """Why a write failed, in words: torch reports a full disk as a position mismatch of its zip writer."""
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    try:
-        free_mb = shutil.disk_usage(folder).free / 2**20
-    except OSError:
-        return str(error).splitlines()[0]
-    if free_mb < 2 * needed_mb:
-        return f"no space left on the device: {free_mb:.1f} MB free"
-    return str(error).splitlines()[0]
-
-
-def _random_states(loader, model: nn.Module) -> dict:
-    """Everything the rest of training draws from: torch (and CUDA), Python, NumPy, the data order,
-    and the generators of modules that keep their own (`random_state()`, a Poisson encoder's)."""
-    numpy_state = np.random.get_state()
-    generator = getattr(loader, "generator", None)
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "python": list(random.getstate()[1]),
-        "python_version": random.getstate()[0],
-        "python_gauss": random.getstate()[2],
-        "numpy": torch.from_numpy(numpy_state[1].astype(np.int64)),
-        "numpy_position": int(numpy_state[2]),
-        "numpy_gauss": [int(numpy_state[3]), float(numpy_state[4])],
-        "loader": generator.get_state() if generator is not None else None,
-        "modules": {name: m.random_state() for name, m in model.named_modules() if hasattr(m, "random_state")},
-    }
-
-
-def _restore_random_states(states: dict | None, loader, model: nn.Module) -> None:
-    if not states:
-        return  # a checkpoint from before random states were kept
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    random.setstate((states["python_version"], tuple(states["python"]), states["python_gauss"]))
-    has_gauss, gauss = states["numpy_gauss"]
-    np.random.set_state(
-        ("MT19937", states["numpy"].numpy().astype(np.uint32), states["numpy_position"], has_gauss, gauss)
+    write_atomically(
+        path, state, what="checkpoint", then="run the same command again: it resumes from the last checkpoint"
     )
-    generator = getattr(loader, "generator", None)
-    if generator is not None and states["loader"] is not None:
-        generator.set_state(states["loader"])
-    modules = dict(model.named_modules())
-    for name, state in states.get("modules", {}).items():
-        if name in modules and hasattr(modules[name], "set_random_state"):
-            modules[name].set_random_state(state)
 
 
 def trained_ann(context) -> tuple[nn.Module, TrainingReport]:

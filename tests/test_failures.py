@@ -278,6 +278,40 @@ def test_a_run_killed_after_its_first_checkpoint_resumes_to_the_uninterrupted_re
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
+KILL_AFTER_FIRST_PARTIAL_CURVE = """
+import os, signal
+from bench.harness import PartialCurve
+
+_save = PartialCurve.save
+
+def save_then_die(self, *args, **kwargs):
+    _save(self, *args, **kwargs)
+    if self.path.name.startswith("conversion"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+PartialCurve.due = lambda self, every_s: True  # save after every batch
+PartialCurve.save = save_then_die
+"""
+
+
+def test_a_run_killed_in_the_middle_of_a_curve_resumes_it_to_the_uninterrupted_result(tmp_path):
+    (tmp_path / "kill_curve.py").write_text(KILL_AFTER_FIRST_PARTIAL_CURVE)
+    extra = ["--methods", "ann,conversion", "--set", "data.eval_batch_size=8"]  # 20 test images: 3 batches
+    whole = run_cli(tmp_path, "whole", *extra)
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    killed = run_cli(tmp_path, "resumed", *extra, "--plugin", "kill_curve", env={"PYTHONPATH": str(tmp_path)})
+    assert killed.wait(timeout=300) == -9
+    curves = tmp_path / "resumed" / "cache" / "curves"
+    assert [path.name.split("-")[0] for path in curves.iterdir()] == ["conversion"]
+    resumed = run_cli(tmp_path, "resumed", *extra)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    stores = [
+        read_records(tmp_path / name / "results" / "tiny-imagenette" / "records.jsonl") for name in ("whole", "resumed")
+    ]
+    assert comparable(stores[0]) == comparable(stores[1])
+    assert not any(curves.iterdir())  # a finished curve leaves no partial one behind
+
+
 def test_two_identical_runs_at_once_write_each_record_once(tmp_path):
     shared = ["--results-dir", str(tmp_path / "results"), "--set", f"cache_dir={tmp_path / 'cache'}"]
     command = [sys.executable, str(ROOT / "run_all.py"), *TINY, "--methods", "ann,conversion", *shared]

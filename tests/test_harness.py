@@ -1,10 +1,13 @@
 """Harness: one long simulation gives the same accuracy at every T as separate T-step runs."""
 
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
+from bench.errors import UserError
 from bench.harness import choose_chunk_size, evaluate
-from bench.spiking import AnalogModel, DirectEncoder, IFNeuron, SpikingNetwork, replace_relus
+from bench.spiking import AnalogModel, DirectEncoder, IFNeuron, PoissonEncoder, SpikingNetwork, replace_relus
 
 CPU = torch.device("cpu")
 
@@ -91,3 +94,81 @@ def test_chunk_size_follows_the_memory_budget():
     # Largest activation: 8 images x 6 channels x 8 x 8 floats = 12 KiB; four of them per step.
     assert choose_chunk_size(model, images, horizon=1000, memory_budget_mb=1) == 2**20 // (4 * 8 * 6 * 64 * 4)
     assert choose_chunk_size(model, images, horizon=10, memory_budget_mb=1024) == 10
+
+
+class Interrupted(Exception):
+    pass
+
+
+class StopsAfter:
+    """A loader that raises after `count` batches, as a run stopped in the middle of its curve."""
+
+    def __init__(self, loader, count: int) -> None:
+        self.loader, self.count = loader, count
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for index, batch in enumerate(self.loader):
+            if index == self.count:
+                raise Interrupted
+            yield batch
+
+
+def poisson_snn() -> SpikingNetwork:
+    """`two_layer_snn` fed Poisson spikes: every step draws random numbers, which a resumed curve
+    must draw as the uninterrupted one did."""
+    model = two_layer_snn()
+    return SpikingNetwork(model.body, PoissonEncoder(seed=3)).eval()
+
+
+def counted_calls(model) -> list[int]:
+    calls = []
+    model.register_forward_pre_hook(lambda module, inputs: calls.append(1))
+    return calls
+
+
+def assert_same_curve(first, second) -> None:
+    assert first.num_samples == second.num_samples
+    for name in ("top1", "spikes_per_neuron", "sops", "macs", "firing_rates"):
+        assert getattr(first, name) == getattr(second, name), name
+    assert all(np.array_equal(first.correct[t], second.correct[t]) for t in first.time_steps)
+
+
+def test_a_stopped_curve_resumes_after_its_saved_batches_to_the_uninterrupted_result(tmp_path):
+    grid = [1, 2, 5, 8]
+    loader = batches(two_layer_snn(), count=4)
+    whole = evaluate(poisson_snn(), loader, grid, CPU, chunk_size=3)
+    partial = tmp_path / "curves" / "poisson.pt"
+    with pytest.raises(Interrupted):
+        evaluate(poisson_snn(), StopsAfter(loader, 2), grid, CPU, chunk_size=3, partial_curve=partial, save_every_s=0)
+    assert partial.is_file()
+    model = poisson_snn()  # a new process: a fresh network, its encoder's generator at its seed
+    calls = counted_calls(model)
+    resumed = evaluate(model, loader, grid, CPU, chunk_size=3, partial_curve=partial, save_every_s=0)
+    assert len(calls) == 2 * 3  # two batches of 8 images left, in chunks of 3 steps up to T = 8
+    assert_same_curve(whole, resumed)
+    assert resumed.chunk_size == 3 and not partial.exists()
+
+
+def test_a_partial_curve_counts_only_for_its_own_network(tmp_path):
+    grid = [1, 4]
+    loader = batches(two_layer_snn(), count=3)
+    partial = tmp_path / "curve.pt"
+    with pytest.raises(Interrupted):
+        evaluate(two_layer_snn(), StopsAfter(loader, 1), grid, CPU, partial_curve=partial, save_every_s=0)
+    other = two_layer_snn()
+    with torch.no_grad():
+        other.body[0].bias += 0.5
+    calls = counted_calls(other)
+    resumed = evaluate(other, loader, grid, CPU, partial_curve=partial, save_every_s=0)
+    assert len(calls) == 2 + 3  # probes for the classes and the chunk size, then every batch in one chunk
+    assert_same_curve(evaluate(other, loader, grid, CPU), resumed)
+
+
+def test_a_damaged_partial_curve_is_a_user_error_that_says_to_delete_it(tmp_path):
+    partial = tmp_path / "curve.pt"
+    partial.write_bytes(b"not a torch file")
+    with pytest.raises(UserError, match="partial curve .* cannot be read safely .* delete it"):
+        evaluate(two_layer_snn(), batches(two_layer_snn(), count=1), [1, 2], CPU, partial_curve=partial)
