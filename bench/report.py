@@ -358,6 +358,19 @@ def provenance_table(rows: pd.DataFrame) -> str:
     return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
 
 
+def wall_time_total(rows: pd.DataFrame) -> str:
+    """The training and simulation time of the rows, summed over settings and seeds."""
+    settings = rows.drop_duplicates(["label", "architecture", "seed"])
+    # Rows built on one trained network (`ann` and the conversions) carry its training time each.
+    networks = settings.drop_duplicates(["architecture", "seed", "epochs", "train_wall_s"])
+    training = pd.to_numeric(networks["train_wall_s"], errors="coerce").fillna(0).sum() / 3600
+    simulation = pd.to_numeric(settings["eval_wall_s"], errors="coerce").fillna(0).sum() / 3600
+    return (
+        f"Wall time of all rows: training {training:.2f} h (a network that several rows start from counted "
+        f"once), simulation {simulation:.2f} h, on the hardware each row names."
+    )
+
+
 def reported_dataset(dataset: str) -> str:
     """Which papers' dataset a measured one is compared with (`tiny-imagenette` -> `imagenette`)."""
     if dataset.startswith("folder:"):
@@ -468,7 +481,7 @@ def write_leaderboard(
             reported,
             "",
         ]
-    lines += ["## How it was produced", "", provenance_table(rows), ""]
+    lines += ["## How it was produced", "", provenance_table(rows), "", wall_time_total(rows), ""]
     first = rows.iloc[0]
     seed_sets = sorted(set(rows["seed"].astype(str)))
     seeds = (

@@ -7,7 +7,15 @@ import pandas as pd
 import pytest
 
 from bench.records import append_records, git_commit, read_records
-from bench.report import latency_to, latest_rows, main, rebuild_all, reported_dataset, write_leaderboard
+from bench.report import (
+    latency_to,
+    latest_rows,
+    main,
+    rebuild_all,
+    reported_dataset,
+    wall_time_total,
+    write_leaderboard,
+)
 
 
 def record(label, family, t, top1, run="20260101T000000Z-aaaaaa", **extra):
@@ -243,3 +251,16 @@ def test_a_network_whose_last_layer_never_fires_is_flagged_silent():
         ]
     )
     assert silent_settings(rows) == ["quiet"]
+
+
+def test_wall_time_total_counts_a_shared_network_once_and_every_simulation():
+    # Every setting is read at two T; `conversion` starts from the `ann` network.
+    rows = pd.DataFrame(
+        [record("ann", "reference", t, 0.9, train_wall_s=3600.0, eval_wall_s=36.0) for t in (1, 4)]
+        + [record("conversion", "conversion", t, 0.5, train_wall_s=3600.0, eval_wall_s=720.0) for t in (1, 4)]
+        + [record("direct", "direct", t, 0.6, train_wall_s=1800.0, eval_wall_s=144.0) for t in (1, 4)]
+    )
+    assert wall_time_total(rows) == (
+        "Wall time of all rows: training 1.50 h (a network that several rows start from counted once), "
+        "simulation 0.25 h, on the hardware each row names."
+    )
