@@ -180,7 +180,7 @@ def evaluate(
         with reporter.task(description, total=len(loader)) as task:
             batches = iter(loader)
             if resumed is not None:
-                tally, simulated_before, done = partial.resume(resumed, grid, evaluation, batches, loader, model)
+                tally, simulated_before, done = partial.resume(resumed, evaluation, batches, loader, model)
                 task.advance(done)
             for images, labels in batches:
                 images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
@@ -218,8 +218,8 @@ class PartialCurve:
     """
 
     def __init__(self, path: Path, model: SpikingModel, grid: list[int], batches: int, counting: bool) -> None:
-        rank, world = distributed.rank(), distributed.world_size()
-        self.path = Path(path) if world == 1 else Path(path).with_name(f"{Path(path).stem}-rank{rank}of{world}.pt")
+        rank, world, path = distributed.rank(), distributed.world_size(), Path(path)
+        self.path = path if world == 1 else path.with_name(f"{path.stem}-rank{rank}of{world}.pt")
         self.key = {
             "weights": weights_digest(model),
             "grid": list(grid),
@@ -236,10 +236,10 @@ class PartialCurve:
         state = read_safely(self.path, what="partial curve", instead="simulate the curve from its start")
         return state if isinstance(state, dict) and state.get("key") == self.key else None
 
-    def resume(self, state: dict, grid: list[int], evaluation: Evaluation, batches, loader, model):
+    def resume(self, state: dict, evaluation: Evaluation, batches, loader, model):
         """(tally, simulation seconds so far, batches done) from a loaded state; `batches` (the
         loader's iterator) is moved past the finished batches and the random states restored."""
-        tally = _Tally(grid, with_top5=state["tally"]["correct5"] is not None)
+        tally = _Tally(self.key["grid"], with_top5=state["tally"]["correct5"] is not None)
         tally.load_state_dict(state["tally"])
         evaluation.chunk_size = state["chunk_size"]
         for _ in itertools.islice(batches, state["batches"]):
