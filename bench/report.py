@@ -18,6 +18,7 @@ import yaml
 from tabulate import tabulate
 
 from bench.claims import CLAIMS_NAME, write_claims
+from bench.config import load_config, shipped_configs
 from bench.efficiency import ENERGY_CAVEAT, PJ_PER_AC, PJ_PER_MAC
 from bench.errors import OneLineArgumentParser, UserError, exit_status
 from bench.plots import ACCURACY_PLOT, ENERGY_PLOT, FIRING_PLOT, plot_accuracy, plot_energy, plot_firing_rates
@@ -371,6 +372,25 @@ def wall_time_total(rows: pd.DataFrame) -> str:
     )
 
 
+def shipped_config_command(rows: pd.DataFrame) -> str | None:
+    """The command of each shipped config whose settings hash to a config hash of the rows."""
+    hashes = set(rows["config_hash"].dropna()) if "config_hash" in rows else set()
+    commands = []
+    for path in sorted(shipped_configs().glob("*.yaml")):
+        try:
+            settings = load_config(path).section_hash("data", "model", "train", "eval")
+        except UserError:
+            continue
+        if settings in hashes:
+            commands.append(f"`python run_all.py --config configs/{path.name}`")
+    if not commands:
+        return None
+    return (
+        f"Run by {' or '.join(commands)}: its data, model, training and evaluation settings hash to the "
+        "records' config hash."
+    )
+
+
 def reported_dataset(dataset: str) -> str:
     """Which papers' dataset a measured one is compared with (`tiny-imagenette` -> `imagenette`)."""
     if dataset.startswith("folder:"):
@@ -482,6 +502,9 @@ def write_leaderboard(
             "",
         ]
     lines += ["## How it was produced", "", provenance_table(rows), "", wall_time_total(rows), ""]
+    command = shipped_config_command(rows)
+    if command:
+        lines += [command, ""]
     first = rows.iloc[0]
     seed_sets = sorted(set(rows["seed"].astype(str)))
     seeds = (

@@ -6,6 +6,7 @@ import subprocess
 import pandas as pd
 import pytest
 
+from bench.config import load_config
 from bench.records import append_records, git_commit, read_records
 from bench.report import (
     latency_to,
@@ -13,6 +14,7 @@ from bench.report import (
     main,
     rebuild_all,
     reported_dataset,
+    shipped_config_command,
     wall_time_total,
     write_leaderboard,
 )
@@ -264,3 +266,10 @@ def test_wall_time_total_counts_a_shared_network_once_and_every_simulation():
         "Wall time of all rows: training 1.50 h (a network that several rows start from counted once), "
         "simulation 0.25 h, on the hardware each row names."
     )
+
+
+def test_a_leaderboard_names_the_shipped_config_whose_settings_its_records_hash_to():
+    default = load_config("default").section_hash("data", "model", "train", "eval")
+    rows = pd.DataFrame([record("ann", "reference", 1, 0.5, config_hash=default)])
+    assert "`python run_all.py --config configs/default.yaml`" in shipped_config_command(rows)
+    assert shipped_config_command(pd.DataFrame([record("ann", "reference", 1, 0.5, config_hash="0")])) is None
