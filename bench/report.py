@@ -327,12 +327,23 @@ def _minutes(seconds) -> str:
     return "" if seconds is None or pd.isna(seconds) else f"{float(seconds) / 60:.1f}"
 
 
+def last_epoch(notes) -> str:
+    """The last training epoch's mean loss and accuracy, from the record's `train_history`; empty
+    where none was kept (no training, or a network trained before records kept it)."""
+    history = notes.get("train_history") if isinstance(notes, dict) else None
+    if not history:
+        return ""
+    _, loss, accuracy = history[-1]
+    return f"{loss:.3f} / {100 * accuracy:.1f}"
+
+
 def provenance_table(rows: pd.DataFrame) -> str:
     headers = [
         "method",
         "data, image size (train / test images)",
         "setting hash",
         "epochs",
+        "last epoch: train loss / top-1 (%)",
         "train wall (min)",
         "simulate wall (s)",
         "hardware",
@@ -349,6 +360,7 @@ def provenance_table(rows: pd.DataFrame) -> str:
                 f"({first.get('train_size', '?')} / {first.get('test_size', '?')})",
                 first.get("setting_hash", "?"),
                 _integer(first.get("epochs")),
+                last_epoch(first.get("notes")),
                 _minutes(first.get("train_wall_s")),
                 _number(first.get("eval_wall_s")),
                 f"{first.get('hardware', '?')}, {first.get('device', '?')}",

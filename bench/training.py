@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,10 +31,21 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainingReport:
+    """`history`: per epoch, `[epoch, mean training loss, training accuracy]` (augmented images,
+    at the method's training T), kept in the checkpoint across resumes; epochs resumed from a
+    checkpoint written before checkpoints kept a history are missing from it."""
+
     epochs: int
     wall_s: float
-    final_loss: float
-    final_train_accuracy: float
+    history: list[list[float]] = field(default_factory=list)
+
+    @property
+    def final_loss(self) -> float:
+        return self.history[-1][1] if self.history else float("nan")
+
+    @property
+    def final_train_accuracy(self) -> float:
+        return self.history[-1][2] if self.history else float("nan")
 
 
 def build_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
@@ -79,11 +90,10 @@ def fit(
     loss = loss or _cross_entropy(train.label_smoothing)
     optimizer = build_optimizer(model.parameters(), train)
     schedule = build_schedule(optimizer, train, train.epochs * len(loader))
-    start_epoch, wall_s = _resume(checkpoint_path, model, optimizer, schedule, loader)
+    start_epoch, wall_s, history = _resume(checkpoint_path, model, optimizer, schedule, loader)
     use_amp = train.amp and device.type == "cuda"
     memory_format = _fastest_memory_format(model)
     model.to(memory_format=memory_format)
-    mean_loss, accuracy = float("nan"), float("nan")
     # Under torchrun every call of `model` goes through DistributedDataParallel while training.
     parallel = distributed.data_parallel(model, device, sync_batch_norm=train.sync_batch_norm)
     with reporter.task(description, total=(train.epochs - start_epoch) * len(loader)) as task, parallel:
@@ -108,11 +118,12 @@ def fit(
                 memory_format,
             )
             wall_s += time.perf_counter() - started
+            history.append([epoch + 1, round(mean_loss, 4), round(accuracy, 4)])
             _check_finite_weights(model, epoch, divergence_hint)
             if checkpoint_path is not None and distributed.is_main():
-                _save(checkpoint_path, model, optimizer, schedule, epoch + 1, wall_s, loader)
+                _save(checkpoint_path, model, optimizer, schedule, epoch + 1, wall_s, loader, history)
     model.eval()
-    return TrainingReport(train.epochs, wall_s, mean_loss, accuracy)
+    return TrainingReport(train.epochs, wall_s, history)
 
 
 def _check_finite_weights(model: nn.Module, epoch: int, divergence_hint: str) -> None:
@@ -178,11 +189,11 @@ def _train_epoch(
 CHECKPOINT_KEYS = ("model", "optimizer", "schedule", "epoch", "wall_s")
 
 
-def _resume(path: Path | None, model, optimizer, schedule, loader) -> tuple[int, float]:
-    """Load a checkpoint (`read_safely`: it cannot run code); the random states come back too, so
-    the run goes on as if never stopped."""
+def _resume(path: Path | None, model, optimizer, schedule, loader) -> tuple[int, float, list[list[float]]]:
+    """Load a checkpoint (`read_safely`: it cannot run code): (epochs done, wall time, history);
+    the random states come back too, so the run goes on as if never stopped."""
     if path is None or not path.is_file():
-        return 0, 0.0
+        return 0, 0.0, []
     state = read_safely(path, what="checkpoint", instead="train from scratch")
     if not isinstance(state, dict) or not set(CHECKPOINT_KEYS) <= set(state):
         raise UserError(f"{path} is not a spikebench checkpoint; delete it to train from scratch")
@@ -196,7 +207,7 @@ def _resume(path: Path | None, model, optimizer, schedule, loader) -> tuple[int,
             f"written by another version or architecture: delete it to train from scratch"
         ) from None
     restore_random_states(state.get("random"), loader, model)
-    return state["epoch"], state["wall_s"]
+    return state["epoch"], state["wall_s"], list(state.get("history", []))
 
 
 def _mismatch(model: nn.Module, saved, error: Exception) -> str:
@@ -225,7 +236,7 @@ def _mismatch(model: nn.Module, saved, error: Exception) -> str:
     return ", ".join(parts) or str(error).strip().splitlines()[0]
 
 
-def _save(path: Path, model, optimizer, schedule, epoch: int, wall_s: float, loader) -> None:
+def _save(path: Path, model, optimizer, schedule, epoch: int, wall_s: float, loader, history=()) -> None:
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -233,6 +244,7 @@ def _save(path: Path, model, optimizer, schedule, epoch: int, wall_s: float, loa
         "epoch": epoch,
         "wall_s": wall_s,
         "random": random_states(loader, model),
+        "history": list(history),
     }
     write_atomically(
         path, state, what="checkpoint", then="run the same command again: it resumes from the last checkpoint"

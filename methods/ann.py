@@ -11,5 +11,7 @@ from bench.training import trained_ann
 def build_ann_reference(context: RunContext) -> SpikingModel:
     """The trained ANN, the same output at every time step."""
     network, report = trained_ann(context)
-    context.notes.update(epochs=report.epochs, train_wall_s=report.wall_s, time_steps_train=0)
+    context.notes.update(
+        epochs=report.epochs, train_wall_s=report.wall_s, time_steps_train=0, train_history=report.history
+    )
     return AnalogModel(network)

@@ -219,5 +219,10 @@ def train_direct(context: RunContext, options: DirectOptions, name: str = "direc
         loss=loss,
     )
     model.reset_state()
-    context.notes.update(epochs=report.epochs, time_steps_train=options.time_steps_train, train_wall_s=report.wall_s)
+    context.notes.update(
+        epochs=report.epochs,
+        time_steps_train=options.time_steps_train,
+        train_wall_s=report.wall_s,
+        train_history=report.history,
+    )
     return model

@@ -120,5 +120,6 @@ def build_hybrid(context: RunContext) -> SpikingNetwork:
         ann_epochs=ann_report.epochs,
         finetune_epochs=report.epochs,
         finetune_wall_s=report.wall_s,
+        train_history=report.history,
     )
     return model

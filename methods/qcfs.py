@@ -123,6 +123,7 @@ def build_qcfs(context: RunContext) -> SpikingNetwork:
     context.notes.update(
         epochs=report.epochs,
         train_wall_s=report.wall_s,
+        train_history=report.history,
         time_steps_train=0,
         thresholds={
             name: round(m.threshold.item(), 4)

@@ -272,6 +272,9 @@ def test_a_run_killed_after_its_first_checkpoint_resumes_to_the_uninterrupted_re
         read_records(tmp_path / name / "results" / "tiny-imagenette" / "records.jsonl") for name in ("whole", "resumed")
     ]
     assert comparable(stores[0]) == comparable(stores[1])
+    # The training history survives the kill: both epochs, as the uninterrupted run saw them.
+    histories = [store["notes"].iloc[0]["train_history"] for store in stores]
+    assert [epoch for epoch, _, _ in histories[1]] == [1, 2] and histories[0] == histories[1]
     checkpoints = [next((tmp_path / name / "cache").glob("ann-*.pt")) for name in ("whole", "resumed")]
     weights = [torch.load(path, weights_only=True)["model"] for path in checkpoints]
     assert weights[0].keys() == weights[1].keys()

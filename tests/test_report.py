@@ -273,3 +273,19 @@ def test_a_leaderboard_names_the_shipped_config_whose_settings_its_records_hash_
     rows = pd.DataFrame([record("ann", "reference", 1, 0.5, config_hash=default)])
     assert "`python run_all.py --config configs/default.yaml`" in shipped_config_command(rows)
     assert shipped_config_command(pd.DataFrame([record("ann", "reference", 1, 0.5, config_hash="0")])) is None
+
+
+def test_the_provenance_names_the_last_training_epochs_loss_and_accuracy(tmp_path):
+    history = {"train_history": [[1, 2.25, 0.125], [2, 1.25, 0.5372]]}
+    rows = [record("direct", "direct", t, 0.5, notes=history) for t in (1, 4)]
+    rows += [record("conversion", "conversion", t, 0.4, notes={}) for t in (1, 4)]
+    append_records(tmp_path / "records.jsonl", rows)
+    lines = write_leaderboard(tmp_path).read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| method") and "setting hash" in line)
+    column = [cell.strip() for cell in header.split("|")].index("last epoch: train loss / top-1 (%)")
+    cells = {
+        line.split("|")[1].strip(): line.split("|")[column].strip()
+        for line in lines[lines.index(header) + 2 :]
+        if line.startswith("| ")
+    }
+    assert cells == {"direct": "1.250 / 53.7", "conversion": ""}
