@@ -39,14 +39,6 @@ class TrainingReport:
     wall_s: float
     history: list[list[float]] = field(default_factory=list)
 
-    @property
-    def final_loss(self) -> float:
-        return self.history[-1][1] if self.history else float("nan")
-
-    @property
-    def final_train_accuracy(self) -> float:
-        return self.history[-1][2] if self.history else float("nan")
-
 
 def build_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
     if train.optimizer == "adamw":
