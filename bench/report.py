@@ -10,6 +10,7 @@ under DIR (default `runs`), comparing its rows with the references in `results/`
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -384,17 +385,26 @@ def wall_time_total(rows: pd.DataFrame) -> str:
     )
 
 
+@functools.cache
+def _shipped_config_hashes() -> tuple[tuple[str, str], ...]:
+    """(file name, settings hash) of every shipped config, read once per process."""
+    found = []
+    for path in sorted(shipped_configs().glob("*.yaml")):
+        try:
+            found.append((path.name, load_config(path).section_hash("data", "model", "train", "eval")))
+        except UserError:
+            continue
+    return tuple(found)
+
+
 def shipped_config_command(rows: pd.DataFrame) -> str | None:
     """The command of each shipped config whose settings hash to a config hash of the rows."""
     hashes = set(rows["config_hash"].dropna()) if "config_hash" in rows else set()
-    commands = []
-    for path in sorted(shipped_configs().glob("*.yaml")):
-        try:
-            settings = load_config(path).section_hash("data", "model", "train", "eval")
-        except UserError:
-            continue
-        if settings in hashes:
-            commands.append(f"`python run_all.py --config configs/{path.name}`")
+    commands = [
+        f"`python run_all.py --config configs/{name}`"
+        for name, settings in _shipped_config_hashes()
+        if settings in hashes
+    ]
     if not commands:
         return None
     return (
