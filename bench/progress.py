@@ -67,7 +67,7 @@ class _LineTask:
         self._shown = self._done
         self._last_line = now = self._clock()
         elapsed = now - self._started
-        share = self._done / self._total if self._total else 1.0
+        share = self._done / self._total
         left = f", {_duration(elapsed * (1 - share) / share)} left" if 0 < share < 1 else ""
         status = f"  {self._status}" if self._status else ""
         self._console.print(
