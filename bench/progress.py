@@ -52,12 +52,12 @@ class _LineTask:
         self._interval_s, self._clock = interval_s, clock
         self._started = self._last_line = clock()
         self._done = 0
-        self._status = ""
+        self._fields: dict[str, float | str] = {}
         self._shown: int | None = None  # the count the last line showed
 
     def advance(self, steps: int = 1, **fields: float | str) -> None:
         self._done += steps
-        self._status = _status(fields)
+        self._fields = fields  # formatted only when a line is printed, not every step
         if self._clock() - self._last_line >= self._interval_s:
             self.line()
 
@@ -69,7 +69,7 @@ class _LineTask:
         elapsed = now - self._started
         share = self._done / self._total
         left = f", {_duration(elapsed * (1 - share) / share)} left" if 0 < share < 1 else ""
-        status = f"  {self._status}" if self._status else ""
+        status = f"  {_status(self._fields)}" if self._fields else ""
         self._console.print(
             f"{self._description}: {self._done}/{self._total} ({share:.0%}), "
             f"{_duration(elapsed)} elapsed{left}{status}",
