@@ -85,7 +85,11 @@ class RunContext:
 class MethodEntry:
     """A registered method. `network`, when the method gives one, builds its untrained spiking
     network from an ANN, `network(ann, options, seed)`, for studies that train it their own way
-    (the gradient-flow study)."""
+    (the gradient-flow study). `version` is raised when the same options come to compute something
+    else (a fixed bug, a default made faithful): it enters the setting's hash, so records and cached
+    networks of the old behaviour are not taken for the new one. `reference` names the authors'
+    code the default follows (repository, file, function) and `departures` what the default
+    still does differently, and why; both are shown by `--list-methods` and the README."""
 
     name: str
     build: Callable[[RunContext], SpikingModel]
@@ -94,6 +98,9 @@ class MethodEntry:
     options: type
     description: str
     network: Callable[[nn.Module, Any, int], SpikingModel] | None = None
+    version: int = 1
+    reference: str = ""
+    departures: str = ""
 
     def make_options(self, values: dict[str, Any], where: str) -> Any:
         """Validated options: the registered defaults updated with `values`."""
@@ -120,8 +127,12 @@ def register_method(
     paper: str = "",
     options: type = NoOptions,
     network: Callable[[nn.Module, Any, int], SpikingModel] | None = None,
+    version: int = 1,
+    reference: str = "",
+    departures: str = "",
 ):
-    """Decorator: register `build(context) -> SpikingModel` under `name` (default: its name)."""
+    """Decorator: register `build(context) -> SpikingModel` under `name` (default: its name).
+    `version`, `reference`, `departures`: see `MethodEntry`."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
     if not dataclasses.is_dataclass(options):
@@ -130,7 +141,18 @@ def register_method(
     def decorate(build: Callable[[RunContext], SpikingModel]):
         method_name = name or build.__name__
         doc = (build.__doc__ or "").strip().splitlines()
-        entry = MethodEntry(method_name, build, family, paper, options, doc[0] if doc else "", network)
+        entry = MethodEntry(
+            method_name,
+            build,
+            family,
+            paper,
+            options,
+            doc[0] if doc else "",
+            network,
+            version,
+            reference,
+            departures,
+        )
         METHODS.add(method_name, entry, origin=describe(build))
         return build
 

@@ -115,12 +115,15 @@ def select_methods(configured: list[MethodSpec], patterns: list[str]) -> list[Me
 
 
 def print_methods(console: Console) -> None:
-    table = Table(title="registered methods")
-    for column in ("name", "family", "paper", "description"):
+    """Each method with its paper, the reference code its default follows, and what still differs."""
+    table = Table(title="registered methods", show_lines=True)
+    for column in ("name", "family", "paper", "description", "reference implementation", "default differs in"):
         table.add_column(column)
     for name in list_methods():
         entry = get_method(name)
-        table.add_row(name, entry.family, entry.paper, entry.description)
+        table.add_row(
+            name, entry.family, entry.paper, entry.description, entry.reference or "-", entry.departures or "nothing"
+        )
     console.print(table)
 
 

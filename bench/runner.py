@@ -81,14 +81,16 @@ def plan_methods(config: RunConfig) -> list[PlannedMethod]:
         setting = ", ".join(f"{key}={value}" for key, value in sorted(changed.items()))
         # A capped grid is its own setting (the records it needs differ); uncapped hashes are as before.
         cap = [] if spec.max_time_steps is None else [{"max_time_steps": spec.max_time_steps}]
+        # Likewise a method's first version: its settings keep the hashes they had before versions.
+        version = [] if entry.version == 1 else [{"version": entry.version}]
         planned.append(
             PlannedMethod(
                 spec.display_name,
                 entry,
                 options,
                 setting,
-                hash_of([base, spec.name, spec.display_name, values, *cap]),
-                reference_key(config, spec.name, values),
+                hash_of([base, spec.name, spec.display_name, values, *cap, *version]),
+                reference_key(config, spec.name, values, entry.version),
                 spec.time_steps(config.eval.time_steps),
             )
         )
@@ -101,7 +103,7 @@ def plan_methods(config: RunConfig) -> list[PlannedMethod]:
 NOT_PART_OF_A_SETTING = {"data": ("root", "workers", "eval_batch_size"), "eval": ("chunk_size", "memory_budget_mb")}
 
 
-def reference_key(config: RunConfig, method: str, options: dict[str, Any]) -> str:
+def reference_key(config: RunConfig, method: str, options: dict[str, Any], version: int = 1) -> str:
     """What a run shares with a published reference of the same setting, whatever its seed, label,
     machine or commit: the dataset, architecture, training and evaluation settings, method and options."""
     sections = {name: dict(config.to_dict()[name]) for name in ("data", "model", "train", "eval")}
@@ -109,7 +111,7 @@ def reference_key(config: RunConfig, method: str, options: dict[str, Any]) -> st
         for key in fields:
             sections[name].pop(key, None)
     sections["data"]["name"] = dataset_slug(config.data.name)
-    return hash_of([sections, method, options])
+    return hash_of([sections, method, options, *([] if version == 1 else [version])])
 
 
 def training_fingerprint(config: RunConfig) -> str:

@@ -4,10 +4,15 @@ Bu et al., ICLR 2022, "Optimal ANN-SNN Conversion for High-accuracy and Ultra-lo
 Neural Networks" (reference code: github.com/putshua/SNN_conversion_QCFS). Every ReLU of the
 architecture, the one after each residual add included, becomes
 
-    a = lambda * clip(floor(z * L / lambda + 1/2) / L, 0, 1)
+    a = lambda * floor(clip(z / lambda, 0, 1) * L + 1/2) / L
 
 with one trainable lambda per layer (initially 8), L quantization levels and the straight-through
-gradient through the floor (the floor's gradient taken as 1). The trained network is converted:
+gradient through the floor (the floor's gradient taken as 1). The clip comes before the floor, as
+in the paper's Eq. 14 read with the reference code's order (modules.py, `IF.forward` with T = 0:
+clamp, then `myfloor`): the forward value is the same either way, but the gradient is not. A
+floor before the clip puts levels 0 and L exactly on the clip's bounds, where `torch.clamp`
+passes no gradient (pinned in tests/test_faithful_qcfs.py), so every input below half a level
+or above L - 1/2 levels would learn nothing; clipped first, every z in (0, lambda) learns. The trained network is converted:
 batch norm folded into the convolutions, each activation an IF neuron with threshold lambda,
 reset by subtraction, starting at lambda / 2 (the shift), whose spikes carry the amplitude
 lambda; the image is the analog input at every step. An IF neuron fed a constant current for
@@ -69,9 +74,9 @@ class QuantClipFloorShift(nn.Module):
         return f"levels={self.levels}, lambda={self.threshold.item():.4g}"
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        shifted = z * (self.levels / self.threshold) + 0.5
+        shifted = torch.clamp(z / self.threshold, 0, 1) * self.levels + 0.5
         floored = shifted + (shifted.floor() - shifted).detach()  # floor forward, identity backward
-        return self.threshold * torch.clamp(floored / self.levels, 0, 1)
+        return self.threshold * floored / self.levels
 
 
 def qcfs_network(ann: nn.Module, options: QCFSOptions) -> nn.Module:
@@ -99,7 +104,22 @@ def with_relus(network: nn.Module) -> nn.Module:
     return relu_network
 
 
-@register_method("qcfs", family="conversion", paper="Bu et al. 2022, ICLR, arXiv:2303.04347", options=QCFSOptions)
+# 2: the clip before the floor (version 1 floored first and learned nothing on levels 0 and L).
+QCFS_VERSION = 2
+
+
+@register_method(
+    "qcfs",
+    family="conversion",
+    paper="Bu et al. 2022, ICLR, arXiv:2303.04347",
+    options=QCFSOptions,
+    version=QCFS_VERSION,
+    reference="github.com/putshua/SNN_conversion_QCFS, modules.py: IF (T = 0 trains, T > 0 spikes)",
+    departures=(
+        "training recipe (epochs, optimizer, schedule) is the run's `train:` section, not the "
+        "reference's 300 epochs of SGD: every row of a config trains on one budget"
+    ),
+)
 def build_qcfs(context: RunContext) -> SpikingNetwork:
     """The QCFS-trained ANN converted to IF neurons that start at half threshold."""
     options: QCFSOptions = context.options
@@ -108,7 +128,7 @@ def build_qcfs(context: RunContext) -> SpikingNetwork:
     convertible_graph(with_relus(network))  # an architecture the converter refuses fails here, before training
     overrides = {name: getattr(options, name) for name in ("epochs", "lr") if getattr(options, name) is not None}
     train = dataclasses.replace(context.train, **overrides)
-    key = hash_of([context.fingerprint, train, options.levels, options.initial_lambda])
+    key = hash_of([context.fingerprint, train, options.levels, options.initial_lambda, QCFS_VERSION])
     report = fit(
         network,
         network,

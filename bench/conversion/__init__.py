@@ -61,11 +61,13 @@ def convert(
     reset: str = "subtract",
     initial_potential: float = 0.0,
     device: torch.device | str = "cpu",
+    nonzero: bool = False,
 ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """The spiking body of `ann` and the activation scales it was normalized with.
 
     `images` yields calibration batches (training images without augmentation); the first
-    `max_batches` are used. `ann` itself is not modified.
+    `max_batches` are used; `nonzero` takes percentiles of the non-zero activations only. `ann`
+    itself is not modified.
     """
     graph = convertible_graph(ann)
     scales = activation_scales(
@@ -76,6 +78,7 @@ def convert(
         granularity=granularity,
         max_batches=max_batches,
         device=device,
+        nonzero=nonzero,
     )
     body = NORMALIZERS[normalization](graph, scales, reset_mode=reset, initial_potential=initial_potential)
     return body, scales

@@ -4,8 +4,9 @@ The scale of a ReLU is the value its spiking neuron should fire at full rate for
 its activations (Diehl et al. 2015) or a high percentile of them (Rueckauer et al. 2017), which
 ignores rare outliers and so lets the neuron fire faster for typical inputs. It is one number per
 layer (a 0-d tensor) or one per channel (`[C]`, channel = dimension 1 of `[B, C, ...]`).
-Percentiles are taken over all activations, zeros included, with the linear interpolation of
-`torch.quantile`.
+Percentiles are taken over all activations, zeros included, or over the non-zero ones only
+(`nonzero=True`, what the SNN Toolbox does: `conversion/utils.py`, `normalize_parameters`), with the
+linear interpolation of `torch.quantile` (and of `numpy.percentile`).
 
 A percentile is computed exactly without keeping every activation: with p = percentile / 100,
 only the top (1 - p) * N + 2 values of N can enter it, so each batch keeps just that many per row
@@ -63,13 +64,17 @@ class StreamingQuantile:
 class _ScaleMeter:
     """Accumulates one ReLU's activations `[B, C, ...]` into its scale."""
 
-    def __init__(self, statistic: Statistic, percentile: float, granularity: Granularity, batches: int) -> None:
+    def __init__(
+        self, statistic: Statistic, percentile: float, granularity: Granularity, batches: int, nonzero: bool = False
+    ) -> None:
         self.statistic = statistic
         self.percentile = percentile
         self.granularity = granularity
         self.batches = batches
+        self.nonzero = nonzero
         self.maximum: torch.Tensor | None = None
         self.quantile: StreamingQuantile | None = None
+        self.row_quantiles: list[StreamingQuantile] = []  # one per row when rows differ in length
 
     def __call__(self, module: nn.Module, inputs, output: torch.Tensor) -> None:
         output = output.detach().float()
@@ -82,13 +87,32 @@ class _ScaleMeter:
             batch_max = rows.amax(dim=1)
             self.maximum = batch_max if self.maximum is None else torch.maximum(self.maximum, batch_max)
             return
+        if self.nonzero:
+            self._update_nonzero(rows)
+            return
         if self.quantile is None:
             # Later batches are never larger than the first, so this bounds the whole stream.
             self.quantile = StreamingQuantile(self.percentile / 100, rows.shape[1] * self.batches)
         self.quantile.update(rows)
 
+    def _update_nonzero(self, rows: torch.Tensor) -> None:
+        """Each row's non-zero values, one stream per row (their counts differ from row to row)."""
+        if not self.row_quantiles:
+            self.row_quantiles = [StreamingQuantile(self.percentile / 100, rows.shape[1] * self.batches) for _ in rows]
+        for quantile, row in zip(self.row_quantiles, rows):
+            values = row[row != 0]
+            if len(values):
+                quantile.update(values.unsqueeze(0))
+
+    def _nonzero_result(self) -> torch.Tensor:
+        # A row without a non-zero value gets 0 here and the fallback of `scale` (the toolbox's 1).
+        return torch.stack([q.result()[0].cpu() if q.total else torch.tensor(0.0) for q in self.row_quantiles])
+
     def scale(self) -> torch.Tensor:
-        values = self.maximum if self.statistic == "max" else self.quantile.result()
+        if self.statistic == "max":
+            values = self.maximum
+        else:
+            values = self._nonzero_result() if self.nonzero else self.quantile.result()
         values = values.cpu()
         if self.granularity == "layer":
             return _positive(values.reshape(()), fallback=torch.tensor(1.0))
@@ -111,14 +135,16 @@ def activation_scales(
     granularity: Granularity = "layer",
     max_batches: int = 8,
     device: torch.device | str = "cpu",
+    nonzero: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """{qualified ReLU name: scale} from the first `max_batches` image batches `[B, C, H, W]`."""
+    """{qualified ReLU name: scale} from the first `max_batches` image batches `[B, C, H, W]`;
+    `nonzero`: percentiles of the non-zero activations only."""
     model = model.to(device).eval()
     meters = {}
     handles = []
     for name, module in model.named_modules():
         if isinstance(module, nn.ReLU):
-            meters[name] = _ScaleMeter(statistic, percentile, granularity, max_batches)
+            meters[name] = _ScaleMeter(statistic, percentile, granularity, max_batches, nonzero)
             handles.append(module.register_forward_hook(meters[name]))
     seen = 0
     try:

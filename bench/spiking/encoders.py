@@ -28,7 +28,31 @@ class DirectEncoder(nn.Module):
         """Direct coding has no state."""
 
 
-class PoissonEncoder(nn.Module):
+class OwnGenerator:
+    """A module that draws from a generator of its own, seeded once (`seed`), whose state a
+    checkpoint keeps (`random_state`, `set_random_state`) so that a resumed run draws the same."""
+
+    seed: int = 0
+    _generator: torch.Generator | None = None
+
+    def _generator_for(self, device: torch.device) -> torch.Generator:
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device)
+            self._generator.manual_seed(self.seed)
+        return self._generator
+
+    def random_state(self) -> torch.Tensor | None:
+        """The generator's state, for a checkpoint (None before the first draw)."""
+        return None if self._generator is None else self._generator.get_state()
+
+    def set_random_state(self, state: torch.Tensor | None) -> None:
+        """Continue from a checkpoint's `random_state()` (on the CPU generator; others start afresh)."""
+        if state is not None:
+            self._generator = torch.Generator()
+            self._generator.set_state(state)
+
+
+class PoissonEncoder(OwnGenerator, nn.Module):
     """Signed Bernoulli spikes whose mean over time is the image."""
 
     constant_in_time = False
@@ -37,13 +61,7 @@ class PoissonEncoder(nn.Module):
     def __init__(self, seed: int = 0) -> None:
         super().__init__()
         self.seed = seed
-        self._generator: torch.Generator | None = None
-
-    def _generator_for(self, device: torch.device) -> torch.Generator:
-        if self._generator is None or self._generator.device != device:
-            self._generator = torch.Generator(device=device)
-            self._generator.manual_seed(self.seed)
-        return self._generator
+        self._generator = None
 
     def forward(self, images: torch.Tensor, time_steps: int) -> torch.Tensor:
         amplitude = images.detach().abs().flatten(1).amax(1).clamp(min=1e-12)
@@ -59,16 +77,6 @@ class PoissonEncoder(nn.Module):
 
     def reset_state(self) -> None:
         """The generator runs on across batches: each batch draws fresh spikes."""
-
-    def random_state(self) -> torch.Tensor | None:
-        """The generator's state, for a checkpoint (None before the first draw)."""
-        return None if self._generator is None else self._generator.get_state()
-
-    def set_random_state(self, state: torch.Tensor | None) -> None:
-        """Continue from a checkpoint's `random_state()` (on the CPU generator; others start afresh)."""
-        if state is not None:
-            self._generator = torch.Generator()
-            self._generator.set_state(state)
 
 
 ENCODERS = {"direct": DirectEncoder, "poisson": PoissonEncoder}
