@@ -116,15 +116,13 @@ def select_methods(configured: list[MethodSpec], patterns: list[str]) -> list[Me
 
 def print_methods(console: Console) -> None:
     """Each method with its paper, the reference code its default follows, and what still differs."""
-    table = Table(title="registered methods", show_lines=True)
-    for column in ("name", "family", "paper", "description", "reference implementation", "default differs in"):
-        table.add_column(column)
     for name in list_methods():
         entry = get_method(name)
-        table.add_row(
-            name, entry.family, entry.paper, entry.description, entry.reference or "-", entry.departures or "nothing"
-        )
-    console.print(table)
+        console.print(f"[bold]{name}[/bold] ({entry.family}) {entry.paper}", highlight=False)
+        console.print(f"  {entry.description}", highlight=False)
+        if entry.reference:
+            console.print(f"  reference implementation: {entry.reference}", highlight=False)
+            console.print(f"  default differs from it in: {entry.departures or 'nothing'}", highlight=False)
 
 
 def print_summary(console: Console, config: RunConfig, leaderboard: Path) -> None:

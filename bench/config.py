@@ -65,7 +65,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 10
-    optimizer: Literal["sgd", "adamw"] = "sgd"
+    optimizer: Literal["sgd", "adamw", "amsgrad"] = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4

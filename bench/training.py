@@ -43,6 +43,8 @@ class TrainingReport:
 def build_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
     if train.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    if train.optimizer == "amsgrad":  # Adam with L2 weight decay and the AMSGrad maximum (hybrid's reference)
+        return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay, amsgrad=True)
     return torch.optim.SGD(
         params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay, nesterov=train.momentum > 0
     )
