@@ -7,9 +7,9 @@ Timing Dependent Backpropagation" (arXiv:2005.01807), as its reference code runs
 `ann` row's network with batch norm folded, by default:
 
 1. Thresholds, layer by layer from the input: the spiking network runs `threshold_time_steps`
-   steps (1000) on one batch of 512 augmented training images with Poisson input, the layers
-   before already at their thresholds; a layer's threshold is `threshold_scale` (0.7) times the
-   largest input current any of its neurons receives at any step. Weights are the ANN's (no
+   steps (1000) on one batch of 512 augmented training images with Poisson input, each layer
+   before at the largest current it received; at the end, a layer's threshold is
+   `threshold_scale` (0.7) times the largest input current any of its neurons received at any step. Weights are the ANN's (no
    normalization); spikes are 1; each batch is a new one.
 2. Neurons: integrate-and-fire (leak 1), from 0, reset by subtracting the threshold with the
    reset kept out of the gradient; the surrogate is the reference's `Linear` one,
@@ -117,7 +117,7 @@ def input_max_thresholds(
     neuron's threshold, in order, from the largest input current over `time_steps` steps of a
     fresh batch (`[B, C, H, W]` from `batches`), the earlier neurons already set."""
     neurons = {name: m for name, m in model.body.named_modules() if isinstance(m, IFNeuron)}
-    found: dict[str, torch.Tensor] = {}
+    largest_currents: dict[str, torch.Tensor] = {}
     for (name, neuron), images in zip(neurons.items(), batches):
         largest = torch.tensor(float("-inf"))
 
@@ -137,8 +137,13 @@ def input_max_thresholds(
         finally:
             handle.remove()
             model.reset_state()
-        found[name] = (scale * largest).clamp(min=1e-6)  # a layer that never receives current keeps a tiny one
-        neuron.threshold.fill_(found[name].item())
+        # The search goes on with the largest current itself as the threshold, as the reference's
+        # does (`threshold_update(scaling_factor=1.0)` after each layer); scaled once at the end.
+        largest_currents[name] = largest.clamp(min=1e-6)  # a layer that receives nothing keeps a tiny one
+        neuron.threshold.fill_(largest_currents[name].item())
+    found = {name: scale * value for name, value in largest_currents.items()}
+    for name, value in found.items():
+        neurons[name].threshold.fill_(value.item())
     return found
 
 

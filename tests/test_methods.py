@@ -33,17 +33,18 @@ def test_every_method_is_registered_with_family_and_paper():
 
 
 def test_qcfs_activation_and_its_gradients_by_hand():
-    # L = 4, lambda = 8: u = z * 4 / 8 + 1/2; a = 8 * clip(floor(u) / 4, 0, 1)
+    # L = 4, lambda = 8: a = 8 * floor(clip(z / 8, 0, 1) * 4 + 1/2) / 4
     activation = QuantClipFloorShift(levels=4, initial_lambda=8.0)
     z = torch.tensor([-3.0, 0.9, 1.0, 3.1, 9.0], requires_grad=True)
     a = activation(z)
     assert a.tolist() == [0.0, 0.0, 2.0, 4.0, 8.0]
     a.sum().backward()
     # d a / d z: 1 inside the clip (straight through the floor), 0 where clipped; level 0 (z = 0.9)
-    # sits on the clip's lower edge, where torch.clamp passes no gradient (as in the reference code)
-    assert z.grad.tolist() == [0.0, 0.0, 1.0, 1.0, 0.0]
-    # d a / d lambda = floor(u) / L - z / lambda inside, 1 clipped at the top: 0.25 - 0.125 + 0.5 - 0.3875 + 1
-    assert activation.threshold.grad.item() == pytest.approx(1.2375)
+    # learns too, the clip coming before the floor (as in the reference code)
+    assert z.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+    # d a / d lambda = level / L - z / lambda inside, 1 clipped at the top: (0 - 0.1125) + (0.25 - 0.125)
+    # + (0.5 - 0.3875) + 1
+    assert activation.threshold.grad.item() == pytest.approx(1.125)
 
 
 def test_if_neuron_from_half_threshold_counts_the_qcfs_level():

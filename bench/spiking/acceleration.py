@@ -56,6 +56,9 @@ def _probe(network, images: torch.Tensor) -> tuple[bool, list[_BatchNorm]]:
     sample = sample.expand(PROBE_SAMPLES, *sample.shape[1:]) if len(sample) < PROBE_SAMPLES else sample
     stateful = [m for m in network.modules() if isinstance(m, Stateful)]
     saved_states = [m.state_snapshot() for m in stateful]
+    # Modules that draw random numbers (a stochastic output layer) draw the same in both runs.
+    drawing = [m for m in network.modules() if hasattr(m, "random_state")]
+    saved_draws = [m.random_state() for m in drawing]
     saved_modes = [(module, module.training) for module in network.modules()]
     norms = [m for m in network.body.modules() if isinstance(m, _BatchNorm)]
     on_prefix: list[_BatchNorm] = []
@@ -69,6 +72,8 @@ def _probe(network, images: torch.Tensor) -> tuple[bool, list[_BatchNorm]]:
     def run(constant_prefix: bool) -> torch.Tensor:
         for module in stateful:
             module.reset_state()
+        for module, state in zip(drawing, saved_draws):
+            module.set_random_state(state)
         return network.run_body(sample, PROBE_STEPS, constant_prefix=constant_prefix, observed=False)
 
     try:
@@ -90,6 +95,8 @@ def _probe(network, images: torch.Tensor) -> tuple[bool, list[_BatchNorm]]:
             module.training = training
         for module, state in zip(stateful, saved_states):
             module.restore_state(state)
+        for module, state in zip(drawing, saved_draws):
+            module.set_random_state(state)
     return usable, on_prefix if usable else []
 
 

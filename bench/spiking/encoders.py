@@ -46,10 +46,19 @@ class OwnGenerator:
         return None if self._generator is None else self._generator.get_state()
 
     def set_random_state(self, state: torch.Tensor | None) -> None:
-        """Continue from a checkpoint's `random_state()` (on the CPU generator; others start afresh)."""
-        if state is not None:
-            self._generator = torch.Generator()
-            self._generator.set_state(state)
+        """Continue from a `random_state()` (None: from the seed again), on the device of the
+        generator in use when the state fits it, else on the CPU."""
+        if state is None:
+            self._generator = None
+            return
+        device = self._generator.device if self._generator is not None else torch.device("cpu")
+        generator = torch.Generator(device=device)
+        try:
+            generator.set_state(state)
+        except RuntimeError:  # a state of another device's generator
+            generator = torch.Generator()
+            generator.set_state(state)
+        self._generator = generator
 
 
 class PoissonEncoder(OwnGenerator, nn.Module):
