@@ -183,12 +183,43 @@ def _steps(value: float) -> str:
     return "not reached" if math.isinf(value) else str(int(value))
 
 
+def _faithful_conversion(rows: pd.DataFrame) -> pd.DataFrame:
+    """The `conversion` row run with the method's defaults: Rueckauer et al.'s conversion, the one the
+    claim is about (spikebench's own converter is a row of another label)."""
+    setting = rows["setting"].fillna("") if "setting" in rows else pd.Series("", index=rows.index)
+    return rows[(rows["label"] == "conversion") & (setting == "")]
+
+
+def _fastest_to(rows: pd.DataFrame, target: float) -> tuple[str, float]:
+    """(label, T) of the row of `rows` that first reaches `target` top-1 (inf when none does)."""
+    reached = [(first_reaching(group, target), label) for label, group in rows.groupby("label")]
+    if not reached:
+        return "", math.inf
+    steps, label = min(reached, key=lambda pair: (pair[0], pair[1]))
+    return label, steps
+
+
+def _ratio_text(ratio: float, rows: pd.DataFrame, best_t: float) -> str:
+    return f"≥ {int(rows['time_steps'].max()) / best_t:.0f}" if math.isinf(ratio) else f"{ratio:.0f}"
+
+
+def _verdict_of(ratio: float) -> str:
+    if ratio >= HOLDS_RATIO:
+        return "holds"
+    if ratio >= PARTLY_RATIO:
+        return "partly holds"
+    return "does not hold"
+
+
 def latency_claim(leaderboards: list[tuple[Path, pd.DataFrame]], results_dir: Path) -> Finding:
     """(a) Direct training needs far fewer steps than conversion to reach good accuracy.
 
-    Per leaderboard with both families: the best `direct`-family accuracy (over rows and T) and the
-    T where it is first reached; the T at which the plain `conversion` row first reaches that same
-    accuracy; their ratio. The verdict is read on the leaderboard with the most test images.
+    Read twice per leaderboard with both families. As the paper meant it: the best `direct`-family
+    accuracy (over rows and T), the T where it is first reached, the T at which the faithful
+    `conversion` row (Rueckauer et al.'s, the method's defaults) first reaches that same accuracy,
+    and their ratio. As it stands today: the same against the conversion-family row that reaches
+    it first (spikebench's converter, calibration, QCFS). The verdict is the first reading, on the
+    leaderboard with the most test images; the second is stated beside it.
     """
     sentence = (
         "The trained SNN falls behind in accuracy compared to analogous ANN but requires several orders of "
@@ -199,7 +230,7 @@ def latency_claim(leaderboards: list[tuple[Path, pd.DataFrame]], results_dir: Pa
     for folder, rows in leaderboards:
         ann = rows[rows["label"] == "ann"]
         direct = rows[rows["family"] == "direct"]
-        conversion = rows[rows["label"] == "conversion"]
+        conversion = _faithful_conversion(rows)
         if ann.empty or direct.empty or conversion.empty:
             continue
         ceiling = float(ann["top1"].iloc[0])
@@ -207,8 +238,15 @@ def latency_claim(leaderboards: list[tuple[Path, pd.DataFrame]], results_dir: Pa
         best_t = first_reaching(direct[direct["label"] == best["label"]], best["top1"])
         conversion_t = first_reaching(conversion, best["top1"])
         ratio = conversion_t / best_t
+        family = rows[rows["family"] == "conversion"]
+        fastest, fastest_t = _fastest_to(family, best["top1"])
+        fastest_ratio = fastest_t / best_t
         fractions = [
-            (_steps(first_reaching(direct, f * ceiling)), _steps(first_reaching(conversion, f * ceiling)))
+            (
+                _steps(first_reaching(direct, f * ceiling)),
+                _steps(first_reaching(conversion, f * ceiling)),
+                _steps(_fastest_to(family, f * ceiling)[1]),
+            )
             for f in FRACTIONS
         ]
         test_images = int(rows["test_size"].max()) if "test_size" in rows else 0
@@ -219,54 +257,60 @@ def latency_claim(leaderboards: list[tuple[Path, pd.DataFrame]], results_dir: Pa
                 f"{100 * ceiling:.2f}",
                 f"{best['label']}: {100 * best['top1']:.2f} at T={_steps(best_t)} "
                 f"({best['top1'] / ceiling:.0%} of ANN)",
-                _steps(conversion_t),
-                f"≥ {int(conversion['time_steps'].max()) / best_t:.0f}" if math.isinf(ratio) else f"{ratio:.0f}",
-                " / ".join(f"{d} vs {c}" for d, c in fractions),
+                f"{_steps(conversion_t)} ({_ratio_text(ratio, rows, best_t)}×)",
+                f"{fastest}: {_steps(fastest_t)} ({_ratio_text(fastest_ratio, rows, best_t)}×)",
+                " / ".join(f"{d} vs {c} vs {b}" for d, c, b in fractions),
             ]
         )
         if chosen is None or test_images > chosen[0]:
-            chosen = (test_images, folder, best, best_t, conversion_t, ratio, ceiling)
+            chosen = (test_images, folder, best, best_t, conversion_t, ratio, ceiling, fastest, fastest_t)
     if chosen is None:
         return Finding(
             "(a) latency: direct ~10 steps, conversion ~1000",
             sentence,
             [],
             "not testable here",
-            ("no leaderboard under this folder has an `ann`, a direct-family and a `conversion` row."),
+            (
+                "no leaderboard under this folder has an `ann`, a direct-family and a faithful `conversion` row "
+                "(the method run with its defaults)."
+            ),
         )
     headers = [
         "leaderboard",
         "architecture, test images",
         "ANN top-1 (%)",
         "best direct-family accuracy",
-        "T for `conversion` to reach it",
-        "ratio",
-        "T to 90 / 95 / 99 % of ANN: direct family vs conversion",
+        "T for `conversion` (Rueckauer et al.) to reach it (ratio)",
+        "first conversion-family row to reach it: T (ratio)",
+        "T to 90 / 95 / 99 % of ANN: direct family vs `conversion` vs conversion family",
     ]
     evidence = [tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), ""]
-    images, folder, best, best_t, conversion_t, ratio, ceiling = chosen
-    behind = best["top1"] < ceiling
+    images, folder, best, best_t, conversion_t, ratio, ceiling, fastest, fastest_t = chosen
+    lag = "below" if best["top1"] < ceiling else "not below"
     where = f"on {_link(folder, results_dir, 'leaderboard.md')} ({images} test images)"
     steps = f"direct training reached its best, {100 * best['top1']:.2f} %, at T = {_steps(best_t)}"
     if math.isinf(conversion_t):
-        detail = "plain conversion never reached it within the grid"
+        detail = "the conversion the paper meant (Rueckauer et al.'s, `conversion`) never reached it within the grid"
     else:
-        detail = f"plain conversion reached it at T = {_steps(conversion_t)}, {ratio:.0f} times later"
-    if ratio >= HOLDS_RATIO:
-        verdict = "holds"
-    elif ratio >= PARTLY_RATIO:
-        verdict = "partly holds"
+        detail = (
+            f"the conversion the paper meant (Rueckauer et al.'s, `conversion`) reached it at T = "
+            f"{_steps(conversion_t)}, {ratio:.0f} times later"
+        )
+    if math.isinf(fastest_t):
+        today = "no conversion-family row reached it within the grid"
     else:
-        verdict = "does not hold"
-    lag = "below" if behind else "not below"
+        today = (
+            f"today's fastest conversion-family row, `{fastest}`, reached it at T = {_steps(fastest_t)} "
+            f"({_verdict_of(fastest_t / best_t)} by the same rule: {fastest_t / best_t:.2g} times)"
+        )
     return Finding(
         "(a) latency: direct ~10 steps, conversion ~1000",
         sentence,
         evidence,
-        verdict,
+        _verdict_of(ratio),
         f"{where.capitalize()}, {steps}, {lag} the ANN's {100 * ceiling:.2f} %; {detail}. Two orders of magnitude "
-        f"(≥ {HOLDS_RATIO}×) would hold, one (≥ {PARTLY_RATIO}×) partly. Newer conversion methods (`qcfs`, "
-        "`calibration`) are not what the sentence is about; their rows are in the leaderboards.",
+        f"(≥ {HOLDS_RATIO}×) would hold, one (≥ {PARTLY_RATIO}×) partly; the verdict reads the conversion the "
+        f"sentence is about. Read against today's methods instead, {today}.",
     )
 
 

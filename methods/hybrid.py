@@ -9,8 +9,8 @@ Timing Dependent Backpropagation" (arXiv:2005.01807), as its reference code runs
 1. Thresholds, layer by layer from the input: the spiking network runs `threshold_time_steps`
    steps (1000) on one batch of 512 augmented training images with Poisson input, each layer
    before at the largest current it received; at the end, a layer's threshold is
-   `threshold_scale` (0.7) times the largest input current any of its neurons received at any step. Weights are the ANN's (no
-   normalization); spikes are 1; each batch is a new one.
+   `threshold_scale` (0.7) times the largest input current any of its neurons received at any
+   step. Weights are the ANN's (no normalization); spikes are 1; each batch is a new one.
 2. Neurons: integrate-and-fire (leak 1), from 0, reset by subtracting the threshold with the
    reset kept out of the gradient; the surrogate is the reference's `Linear` one,
    0.3 * max(0, 1 - |v / theta - 1|) with respect to v / theta - 1 (a triangle of width theta
@@ -33,9 +33,10 @@ config's (the reference: 300 epochs, T = 100; the paper reports convergence with
 
 spikebench's own variant, the configs' row `hybrid-improved` (options `threshold_rule:
 percentile, initial_potential: 0.5, encoder: direct, loss_on: mean, surrogate_scale: 1.0,
-detach_reset: false, optimizer: adamw`; the suite's hybrid before it followed the reference), starts from the `conversion` machinery instead: thresholds at the 99.9th
-percentile of the ANN's activations (weights normalized so that every threshold is 1), neurons from
-half threshold, analog input, the loss on the time-averaged output.
+detach_reset: false, optimizer: adamw`: the suite's hybrid before it followed the reference),
+starts from the `conversion` machinery instead: thresholds at the 99.9th percentile of the ANN's
+activations (weights normalized so that every threshold is 1), neurons from half threshold,
+analog input, the loss on the time-averaged output.
 """
 
 from __future__ import annotations

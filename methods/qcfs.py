@@ -1,21 +1,26 @@
 """`qcfs`: an ANN trained with quantization-clip-floor-shift activations, converted to IF neurons.
 
 Bu et al., ICLR 2022, "Optimal ANN-SNN Conversion for High-accuracy and Ultra-low-latency Spiking
-Neural Networks" (reference code: github.com/putshua/SNN_conversion_QCFS). Every ReLU of the
+Neural Networks" (reference code: github.com/putshua/SNN_conversion_QCFS, continued as
+github.com/putshua/ANN_SNN_QCFS). Every ReLU of the
 architecture, the one after each residual add included, becomes
 
     a = lambda * floor(clip(z / lambda, 0, 1) * L + 1/2) / L
 
 with one trainable lambda per layer (initially 8), L quantization levels and the straight-through
 gradient through the floor (the floor's gradient taken as 1). The clip comes before the floor, as
-in the paper's Eq. 14 read with the reference code's order (modules.py, `IF.forward` with T = 0:
-clamp, then `myfloor`): the forward value is the same either way, but the gradient is not. A
-floor before the clip puts levels 0 and L exactly on the clip's bounds, where `torch.clamp`
-passes no gradient (pinned in tests/test_faithful_qcfs.py), so every input below half a level
-or above L - 1/2 levels would learn nothing; clipped first, every z in (0, lambda) learns. The trained network is converted:
-batch norm folded into the convolutions, each activation an IF neuron with threshold lambda,
-reset by subtraction, starting at lambda / 2 (the shift), whose spikes carry the amplitude
-lambda; the image is the analog input at every step. An IF neuron fed a constant current for
+in the authors' code (github.com/putshua/ANN_SNN_QCFS, `Models/layer.py`, `IF.forward` with
+T = 0): the value is the paper's Eq. 16 either way, but the gradient is not. A floor before the
+clip puts levels 0 and L exactly on the clip's bounds, where `torch.clamp` passes no gradient
+(pinned in tests/test_faithful_conversion.py), so inputs below half a level or above L - 1/2
+levels would learn nothing; clipped first, every z in (0, lambda) learns. Here the code is
+followed rather than the paper: its Eq. 18 passes the z-gradient on (-lambda/2L, lambda -
+lambda/2L), and its Eq. 19 for lambda is one the authors' README calls wrong, saying the code
+(autograd through the clip-first form) is right.
+
+The trained network is converted: batch norm folded into the convolutions, each activation an
+IF neuron with threshold lambda, reset by subtraction, starting at lambda / 2 (the shift), whose
+spikes carry the amplitude lambda; the image is the analog input at every step. An IF neuron fed a constant current for
 L steps then fires floor(z * L / lambda + 1/2) times (clipped to 0..L), the activation's own
 level, so the converted network is close to its ANN from T = L on.
 
@@ -114,10 +119,11 @@ QCFS_VERSION = 2
     paper="Bu et al. 2022, ICLR, arXiv:2303.04347",
     options=QCFSOptions,
     version=QCFS_VERSION,
-    reference="github.com/putshua/SNN_conversion_QCFS, modules.py: IF (T = 0 trains, T > 0 spikes)",
+    reference="github.com/putshua/ANN_SNN_QCFS: Models/layer.py IF (T = 0 trains, T > 0 spikes)",
     departures=(
-        "training recipe (epochs, optimizer, schedule) is the run's `train:` section, not the "
-        "reference's 300 epochs of SGD: every row of a config trains on one budget"
+        "the training recipe (epochs, optimizer, schedule) is the run's `train:` section, not the "
+        "reference's 300 epochs of SGD, so that every row of a config trains on one budget; the "
+        "gradient follows the code (clip, then floor), not the paper's Eq. 18-19"
     ),
 )
 def build_qcfs(context: RunContext) -> SpikingNetwork:
