@@ -99,7 +99,10 @@ def restore_random_states(states: dict | None, loader, model: nn.Module) -> None
         return  # a checkpoint from before random states were kept
     torch.set_rng_state(states["torch"])
     if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+        # A checkpoint from a machine with more GPUs than this one: the devices here take the first
+        # states (with fewer, the rest start from the seed: exact resumption needs the same devices).
+        for index, state in enumerate(states["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, index)
     random.setstate((states["python_version"], tuple(states["python"]), states["python_gauss"]))
     has_gauss, gauss = states["numpy_gauss"]
     np.random.set_state(

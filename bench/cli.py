@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--plugin", action="append", default=[], metavar="MODULE", help="import MODULE so that it can register methods"
     )
     parser.add_argument("--rerun", action="store_true", help="run settings again even when their records exist")
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic algorithms, no TF32, no cuDNN autotuning: repeatable CUDA runs, slower (deterministic)",
+    )
     parser.add_argument("--list-methods", action="store_true", help="list registered methods and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -84,6 +89,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             overrides.append(f"{key}={value}")
     if args.seeds is not None:
         overrides.append(f"seed=[{args.seeds}]")
+    if getattr(args, "deterministic", False):
+        overrides.append("deterministic=true")
     config = load_config(args.config or "default", overrides)
     config.plugins = list(config.plugins) + list(args.plugin)
     if args.methods is not None:

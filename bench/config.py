@@ -152,6 +152,10 @@ class RunConfig:
     # Run the neurons' training steps as `torch.compile` kernels: faster, the same results up to the
     # order of float operations; like `device`, recorded with the results but not part of a setting.
     compile_neurons: bool = False
+    # Deterministic algorithms where PyTorch has them, TF32 off and cuDNN's autotuner off
+    # (`bench.runner.make_deterministic`): a resumed CUDA run then ends with the same weights as an
+    # uninterrupted one, at some cost in speed. Recorded with the results, not part of a setting.
+    deterministic: bool = False
     # A run's records and leaderboards go to `results_dir`; `results/` holds the published
     # references, which a run is compared with (`bench.reference`) and which only a run given
     # `--results-dir results` writes to.

@@ -105,20 +105,60 @@ def data_parallel(model: nn.Module, device: torch.device, sync_batch_norm: bool 
     if not is_distributed():
         yield model
         return
-    if sync_batch_norm:
-        if device.type != "cuda":
-            raise UserError("train.sync_batch_norm needs CUDA devices; leave it off on CPUs")
-        nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the batch norms inside `model` in place
+    if sync_batch_norm and device.type != "cuda":
+        raise UserError("train.sync_batch_norm needs CUDA devices; leave it off on CPUs")
+    originals = synchronize_norms(model) if sync_batch_norm else []
     wrapper = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     model.forward = _RoutedForward(model, wrapper)
     try:
         yield model
     finally:
         del model.forward
+        restore_norms(model, originals)
         # DDP sends buffers (batch-norm statistics) from rank 0 before each forward, so the last
         # step left each process its own; make the replicas identical again for evaluation.
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
+
+
+def synchronize_norms(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every batch norm of `model` replaced, in place, by one that synchronizes its statistics across
+    processes and shares its parameters and buffers (tdBN keeps its scale); returns the originals
+    for `restore_norms`, so that a trained network leaves with the modules it came with (the
+    converters fold plain batch norms, and a cached network must not depend on how it trained)."""
+    from bench.spiking.normalization import SyncThresholdDependentBatchNorm, ThresholdDependentBatchNorm
+
+    originals = []
+    for name, norm in list(model.named_modules()):
+        if not isinstance(norm, nn.modules.batchnorm._BatchNorm) or isinstance(norm, nn.SyncBatchNorm):
+            continue
+        if isinstance(norm, ThresholdDependentBatchNorm):
+            synced = SyncThresholdDependentBatchNorm(
+                norm.num_features,
+                norm.alpha,
+                norm.neuron_threshold,
+                eps=norm.eps,
+                momentum=norm.momentum,
+                affine=norm.affine,
+                track_running_stats=norm.track_running_stats,
+            )
+        else:
+            synced = nn.SyncBatchNorm(norm.num_features, norm.eps, norm.momentum, norm.affine, norm.track_running_stats)
+        if norm.affine:
+            synced.weight, synced.bias = norm.weight, norm.bias
+        synced.running_mean, synced.running_var = norm.running_mean, norm.running_var
+        synced.num_batches_tracked = norm.num_batches_tracked
+        synced.train(norm.training)
+        model.set_submodule(name, synced)
+        originals.append((name, norm))
+    return originals
+
+
+def restore_norms(model: nn.Module, originals: list[tuple[str, nn.Module]]) -> None:
+    """Put back the batch norms `synchronize_norms` replaced (they share parameters and statistics)."""
+    for name, norm in originals:
+        norm.train(model.get_submodule(name).training)
+        model.set_submodule(name, norm)
 
 
 class _RoutedForward:

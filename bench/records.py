@@ -127,9 +127,17 @@ class Provenance:
 
 @contextlib.contextmanager
 def locked(path: Path):
-    """An exclusive lock on `path` (created if missing) for the block: one writer at a time."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
+    """An exclusive lock on `path` (created if missing) for the block: one writer at a time. A store
+    that cannot be opened for writing (read-only, immutable, a full disk) is a `UserError`."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        opened = path.open("a")
+    except OSError as error:
+        raise UserError(
+            f"cannot write records to {path} ({error.strerror}); make it writable (chmod u+w, chattr -i) "
+            "or choose another --results-dir, and run the same command again"
+        ) from None
+    with opened as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield handle

@@ -54,13 +54,14 @@ def accuracy_table(rows: pd.DataFrame, metric: str = "top1") -> str:
     whose difference to it is significant on the paired test (`paired_marks`) carries a `*`."""
     grid = sorted(int(t) for t in rows.loc[rows["status"] == "ok", "time_steps"].dropna().unique())
     marks = paired_marks(rows) if metric == "top1" else {}
-    headers = ["method", "family", "architecture", "setting"] + [f"T={t}" for t in grid]
+    # With no finished row there is no T to head a column: one column holds the failures.
+    headers = ["method", "family", "architecture", "setting"] + ([f"T={t}" for t in grid] or ["result"])
     table = []
     for (label, architecture), group in _settings(rows):
         first = group.iloc[0]
         row = [label, first["family"], architecture, first.get("setting") or ""]
         if first["status"] != "ok":
-            row += [f"failed: {first.get('error', '')}"] + [""] * (len(grid) - 1)
+            row += [f"failed: {first.get('error', '')}"] + [""] * max(len(grid) - 1, 0)
         else:
             by_t = {int(r["time_steps"]): r for _, r in group.iterrows()}
             row += [_marked(by_t[t], metric, marks.get((label, architecture, t))) if t in by_t else "" for t in grid]
@@ -374,6 +375,8 @@ def provenance_table(rows: pd.DataFrame) -> str:
 
 def wall_time_total(rows: pd.DataFrame) -> str:
     """The training and simulation time of the rows, summed over settings and seeds."""
+    # Failed rows may lack the timing columns altogether (a store of failures only).
+    rows = rows.reindex(columns=rows.columns.union(["seed", "epochs", "train_wall_s", "eval_wall_s"], sort=False))
     settings = rows.drop_duplicates(["label", "architecture", "seed"])
     # Rows built on one trained network (`ann` and the conversions) carry its training time each.
     networks = settings.drop_duplicates(["architecture", "seed", "epochs", "train_wall_s"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
 import time
 from pathlib import Path
@@ -111,7 +112,8 @@ def reference_key(config: RunConfig, method: str, options: dict[str, Any], versi
         for key in fields:
             sections[name].pop(key, None)
     sections["data"]["name"] = dataset_slug(config.data.name)
-    return hash_of([sections, method, options, *([] if version == 1 else [version])])
+    world = [] if distributed.world_size() == 1 else [{"world_size": distributed.world_size()}]
+    return hash_of([sections, method, options, *([] if version == 1 else [version]), *world])
 
 
 def training_fingerprint(config: RunConfig) -> str:
@@ -122,7 +124,10 @@ def training_fingerprint(config: RunConfig) -> str:
     """
     data = config.data
     training_data = [data.name, data.train_subset, data.image_size, data.augment, data.batch_size]
-    return hash_of([training_data, dataclasses.asdict(config.model), config.seed])
+    # Processes split a global batch and each normalizes its own part: another network. One
+    # process keeps the hashes it had before world sizes were part of them.
+    world = [] if distributed.world_size() == 1 else [{"world_size": distributed.world_size()}]
+    return hash_of([training_data, dataclasses.asdict(config.model), config.seed, *world])
 
 
 def make_loader_factory(dataset: DatasetSplits, config: RunConfig):
@@ -132,6 +137,10 @@ def make_loader_factory(dataset: DatasetSplits, config: RunConfig):
             source = distributed.shard_for_evaluation(source)
         generator = torch.Generator().manual_seed(config.seed)
         size = batch_size or (config.data.batch_size if split == "train" else config.data.eval_batch_size)
+        if split == "train" and shuffle and distributed.world_size() > 1:
+            # data.batch_size is the global batch: each process takes its share, so the recipe (batch,
+            # learning rate, steps per epoch) is the one a single process runs.
+            size = max(size // distributed.world_size(), 1)
         drop_last = shuffle and len(source) // distributed.world_size() > size
         # Shuffled training data is split between the processes of a torchrun; other loaders see it all.
         sampler = (
@@ -153,6 +162,18 @@ def make_loader_factory(dataset: DatasetSplits, config: RunConfig):
     return make_loader
 
 
+def make_deterministic() -> None:
+    """What PyTorch needs for repeatable runs (its reproducibility notes): deterministic algorithms
+    (an operation without one raises), cuBLAS's fixed workspace, no TF32 and no cuDNN autotuning.
+    Process-wide, so only a run that asks for it (`--deterministic`) calls it."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False, summaries: bool = True) -> Path:
     """Run every method of `config`, once per seed; return the leaderboard path.
 
@@ -163,6 +184,13 @@ def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False, summaries:
     add up their counts; only the main process shows progress and writes records and reports.
     """
     distributed.init_from_environment()
+    if config.data.batch_size % distributed.world_size():
+        raise UserError(
+            f"data.batch_size = {config.data.batch_size} is the global batch and must divide among the "
+            f"{distributed.world_size()} processes of this run; make it a multiple of {distributed.world_size()}"
+        )
+    if config.deterministic:
+        make_deterministic()
     reporter = reporter if distributed.is_main() else QUIET
     device = distributed.local_device(resolve_device(config.device))
     runs = [dataclasses.replace(config, seed=seed) for seed in config.seeds]
@@ -424,5 +452,7 @@ def _base_record(
             key: value for key, value in notes.items() if key not in ("epochs", "time_steps_train", "train_wall_s")
         },
         "compile_neurons": config.compile_neurons,
+        "deterministic": config.deterministic,
+        "world_size": distributed.world_size(),
         **dataclasses.asdict(provenance),
     }

@@ -41,6 +41,21 @@ def test_latency_verdict_is_the_ratio_of_steps_to_the_direct_rows_best_accuracy(
     assert latency_claim([], tmp_path).verdict == "not testable here"
 
 
+def test_latency_is_read_against_the_faithful_conversion_and_today_s_fastest_row_beside_it(tmp_path):
+    grid = (1, 4, 16, 64, 256, 1000)
+    direct = dict(zip(grid, (0.60, 0.70, 0.68, 0.66, 0.65, 0.65)))
+    faithful = dict(zip(grid, (0.10, 0.20, 0.40, 0.60, 0.69, 0.75)))  # 70 % at T = 1000
+    improved = dict(zip(grid, (0.10, 0.50, 0.75, 0.79, 0.80, 0.80)))  # 70 % at T = 16
+    rows = leaderboard(direct, faithful)
+    rows = pd.concat([rows, pd.DataFrame(curve("conversion-improved", "conversion", improved))])
+    finding = latency_claim([(tmp_path / "a", rows)], tmp_path)
+    assert finding.verdict == "holds"  # the sentence is about the conversion of its time
+    assert "`conversion-improved`, reached it at T = 16 (does not hold by the same rule: 4 times)" in finding.why
+    # A `conversion` row run with other options than the method's defaults is not the paper's conversion.
+    variant = leaderboard(direct, improved).assign(setting=lambda f: f["label"].map({"conversion": "x=1"}))
+    assert latency_claim([(tmp_path / "a", variant.fillna(""))], tmp_path).verdict == "not testable here"
+
+
 def test_the_committed_reports_rebuild_byte_for_byte_from_their_records(tmp_path):
     copy = tmp_path / "results"
     shutil.copytree(ROOT / "results", copy)

@@ -122,7 +122,25 @@ def test_two_processes_train_identical_replicas_and_write_one_set_of_records(tmp
     ]
     assert len({r["run_id"] for r in records}) == 1
     assert all(r["status"] == "ok" for r in records)
+    assert all(r["world_size"] == 2 and r["deterministic"] is False for r in records)
     assert (results / "tiny-imagenette" / "leaderboard.md").is_file()
+
+
+def test_one_process_keeps_its_hashes_and_the_global_batch_is_split_among_processes(monkeypatch):
+    """World size enters the cache and reference keys only above one process, and a process trains on
+    its share of data.batch_size (the global batch), so eight processes run one process's recipe."""
+    from bench.config import load_config
+    from bench.data import load_dataset
+    from bench.runner import make_loader_factory, reference_key, training_fingerprint
+
+    config = load_config("default", ["data.train_subset=64", "data.batch_size=32"])
+    single = (training_fingerprint(config), reference_key(config, "ann", {}))
+    monkeypatch.setattr(distributed, "world_size", lambda: 4)
+    monkeypatch.setattr(distributed, "training_sampler", lambda *args, **kwargs: None)
+    assert training_fingerprint(config) != single[0] and reference_key(config, "ann", {}) != single[1]
+    dataset = load_dataset(config.data.name, train_subset=64, test_subset=8)
+    loader = make_loader_factory(dataset, config)("train", shuffle=True)
+    assert loader.batch_size == 8
 
 
 def test_helpers_are_no_ops_in_one_process():
@@ -173,3 +191,43 @@ def test_sharded_evaluation_adds_up_to_the_whole_test_set(tmp_path):
             assert getattr(gathered, field) == pytest.approx(getattr(whole, field)), field
         for t in (1, 3):
             assert gathered.firing_rates[t] == pytest.approx(whole.firing_rates[t])
+
+
+def test_synchronized_norms_convert_to_the_same_spiking_network_and_go_back_after_training():
+    """train.sync_batch_norm: the norms are made SyncBatchNorm for training; the converters fold them
+    all the same, and the trained network leaves with its own modules (tdBN with its scale)."""
+    from torch import nn
+
+    from bench.architectures import build_architecture
+    from bench.conversion import fold_batch_norm
+    from bench.spiking.normalization import SyncThresholdDependentBatchNorm, ThresholdDependentBatchNorm
+
+    torch.manual_seed(0)
+    ann = build_architecture("cifar_resnet8", 10, image_size=32, in_channels=3).eval()
+    for norm in ann.modules():
+        if isinstance(norm, nn.BatchNorm2d):
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+    images = torch.randn(4, 3, 32, 32)
+    plain = fold_batch_norm(ann)(images)
+    originals = distributed.synchronize_norms(ann)
+    assert originals and not any(type(m) is nn.BatchNorm2d for m in ann.modules())
+    assert torch.allclose(fold_batch_norm(ann)(images), plain, atol=1e-5)  # SyncBatchNorm folds too
+    distributed.restore_norms(ann, originals)
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in ann.modules())
+
+    tdbn = nn.Sequential(ThresholdDependentBatchNorm(3, alpha=0.7, threshold=2.0))
+    tdbn[0].weight.data.uniform_(0.5, 1.5)
+    tdbn[0].bias.data.uniform_(-1, 1)
+    x = torch.randn(8, 3, 4, 4, requires_grad=True)
+    expected = tdbn(x)
+    grads = torch.autograd.grad(expected.square().sum(), (x, tdbn[0].weight, tdbn[0].bias))
+    tdbn[0].running_mean.zero_(), tdbn[0].running_var.fill_(1), tdbn[0].num_batches_tracked.zero_()
+    originals = distributed.synchronize_norms(tdbn)
+    assert isinstance(tdbn[0], SyncThresholdDependentBatchNorm)  # not a plain SyncBatchNorm: the scale stays
+    synced = tdbn(x)
+    synced_grads = torch.autograd.grad(synced.square().sum(), (x, originals[0][1].weight, originals[0][1].bias))
+    assert torch.allclose(synced, expected, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(synced_grads, grads))
+    distributed.restore_norms(tdbn, originals)
+    assert type(tdbn[0]) is ThresholdDependentBatchNorm

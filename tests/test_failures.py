@@ -216,6 +216,31 @@ def test_a_failing_method_is_recorded_and_the_suite_goes_on(tmp_path, monkeypatc
     assert len(read_records(tmp_path / "results" / "tiny-imagenette" / "records.jsonl")) == len(frame)
 
 
+def test_every_method_diverging_is_recorded_and_the_leaderboard_says_so(tmp_path):
+    """`train.lr=.inf`: no row finishes; each failure is a record and the leaderboard still renders."""
+    args = tiny_args(tmp_path, "--methods", "ann,direct", "--set", "train.lr=.inf")
+    assert main(args) == 0
+    frame = read_records(tmp_path / "results" / "tiny-imagenette" / "records.jsonl")
+    assert set(frame["status"]) == {"failed"} and set(frame["label"]) == {"ann", "direct"}
+    leaderboard = (tmp_path / "results" / "tiny-imagenette" / "leaderboard.md").read_text()
+    assert "| ann " in leaderboard and "failed: weights of" in leaderboard and "| result " in leaderboard
+
+
+def test_an_immutable_records_file_is_refused_in_one_line_before_any_work(tmp_path, capsys):
+    """chattr +i: even root cannot append (chmod would not stop root, which CI runs as)."""
+    store = tmp_path / "results" / "tiny-imagenette" / "records.jsonl"
+    store.parent.mkdir(parents=True)
+    store.write_text("")
+    if subprocess.run(["chattr", "+i", str(store)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available on this filesystem")
+    try:
+        error = assert_one_line_refusal(capsys, main(tiny_args(tmp_path, "--methods", "ann")))
+    finally:
+        subprocess.run(["chattr", "-i", str(store)], check=True)
+    assert f"cannot write records to {store}" in error and "chattr -i" in error
+    assert not (tmp_path / "cache").exists()  # refused before any training
+
+
 def run_cli(tmp_path: Path, name: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
     command = [
         sys.executable,
@@ -456,3 +481,17 @@ def test_a_broken_plugin_is_one_line(tmp_path, monkeypatch, capsys, source, expe
     status = main(tiny_args(tmp_path, "--plugin", "broken_plugin_module"))
     assert expected in assert_one_line_refusal(capsys, status)
     assert not (tmp_path / "results").exists()
+
+
+def test_a_checkpoint_with_more_gpu_states_than_this_machine_has_gpus_resumes(monkeypatch):
+    """Eight CUDA generator states written, one device here: the first is restored, no IndexError."""
+    from bench.checkpoints import random_states, restore_random_states
+
+    states = random_states(None, torch.nn.Linear(1, 1))
+    states["cuda"] = [torch.full((16,), i, dtype=torch.uint8) for i in range(8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((device, state[0].item())))
+    restore_random_states(states, None, torch.nn.Linear(1, 1))
+    assert restored == [(0, 0)]

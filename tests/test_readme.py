@@ -78,3 +78,17 @@ def test_readme_speed_numbers_match_the_committed_benchmarks():
     ]
     for phrase in expected:
         assert phrase in section, phrase
+
+
+def test_readme_methods_table_names_each_method_s_reference_implementation():
+    from bench.api import get_method, list_methods
+
+    section = README.read_text().split("## Methods")[1].split("\n## ")[0]
+    rows = {line.split("|")[1].strip().strip("`"): line for line in section.splitlines() if line.startswith("| `")}
+    builtin = [name for name in list_methods() if get_method(name).build.__module__.startswith("methods.")]
+    assert set(builtin) <= set(rows), set(builtin) - set(rows)
+    for name in builtin:
+        reference = get_method(name).reference
+        if reference:  # the repository the registry names is the one the table names
+            repository = reference.split(":")[0].removeprefix("github.com/")
+            assert repository.split("/")[-1] in rows[name], (name, repository)

@@ -166,3 +166,32 @@ def test_chunked_simulation_equals_one_long_simulation():
         chunks = torch.cat([model(images, 3), model(images, 3), model(images, 4)])
     torch.testing.assert_close(chunks, whole)
     assert whole.shape == (10, 3, 5)
+
+
+def test_poisson_encoder_resumes_its_draws_and_survives_a_state_of_another_device():
+    from bench.spiking import PoissonEncoder
+
+    images = torch.rand(2, 3, 4, 4)
+    encoder = PoissonEncoder(seed=3)
+    encoder(images, 2)
+    saved = encoder.random_state()
+    expected = encoder(images, 5)
+    encoder.set_random_state(saved)
+    assert torch.equal(encoder(images, 5), expected)
+    # A CUDA generator's state is 16 bytes, a CPU generator cannot take it: start again from the seed.
+    with pytest.warns(UserWarning, match="another kind of device"):
+        encoder.set_random_state(torch.zeros(16, dtype=torch.uint8))
+    assert torch.equal(encoder(images, 2), PoissonEncoder(seed=3)(images, 2))
+
+
+def test_the_plain_time_loop_keeps_the_potential_in_float32_under_bfloat16_autocast():
+    """1000 steps of 0.0015: in float32 the potential reaches the threshold; summed in bfloat16 it
+    stalls where 0.0015 is below half its spacing, and the neuron never fires."""
+    from bench.spiking import LIFNeuron
+
+    current = torch.full((1000, 1, 1), 0.0015, dtype=torch.bfloat16)
+    expected = LIFNeuron(threshold=1.0, fused=False).run_sequence(current.float()).sum()
+    neuron = LIFNeuron(threshold=1.0, fused=False)
+    spikes = neuron.run_sequence(current)
+    assert expected == 1 and spikes.sum() == expected
+    assert spikes.dtype == torch.bfloat16 and neuron.potential.dtype == torch.float32

@@ -30,7 +30,9 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 from bench.errors import UserError
 
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+# SyncBatchNorm folds like the others (a network trained with train.sync_batch_norm gets its plain
+# norms back after training, but one built elsewhere may still have them).
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 PASSTHROUGH_MODULES = (
     nn.Identity,
     nn.Flatten,

@@ -11,6 +11,8 @@ Encoders may hold a random generator; it is seeded once at construction, so a ru
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -47,18 +49,26 @@ class OwnGenerator:
 
     def set_random_state(self, state: torch.Tensor | None) -> None:
         """Continue from a `random_state()` (None: from the seed again), on the device of the
-        generator in use when the state fits it, else on the CPU."""
+        generator in use when the state fits it, else on the CPU; a state that fits neither (saved
+        on another kind of device) cannot be continued here, and the draws start from the seed."""
         if state is None:
             self._generator = None
             return
         device = self._generator.device if self._generator is not None else torch.device("cpu")
-        generator = torch.Generator(device=device)
-        try:
-            generator.set_state(state)
-        except RuntimeError:  # a state of another device's generator
-            generator = torch.Generator()
-            generator.set_state(state)
-        self._generator = generator
+        for candidate in dict.fromkeys([device, torch.device("cpu")]):
+            generator = torch.Generator(device=candidate)
+            try:
+                generator.set_state(state)
+            except RuntimeError:  # a state of another kind of generator
+                continue
+            self._generator = generator
+            return
+        warnings.warn(
+            f"{type(self).__name__}: a random state saved on another kind of device cannot be continued "
+            "here; its draws start again from the seed",
+            stacklevel=2,
+        )
+        self._generator = None
 
 
 class PoissonEncoder(OwnGenerator, nn.Module):

@@ -104,14 +104,18 @@ class SpikingNeuron(Stateful, nn.Module):
         return torch.zeros_like(like) + self.initial_potential * threshold
 
     def integrate(self, current: torch.Tensor, threshold: torch.Tensor, compiled: bool = False) -> torch.Tensor:
-        """Binary spikes `[T, B, ...]` for currents `[T, B, ...]`, from and into `self.potential`."""
-        potential = self.carried_potential(current[0], threshold)
+        """Binary spikes `[T, B, ...]` for currents `[T, B, ...]`, from and into `self.potential`.
+
+        Under mixed precision (half or bfloat16 currents) the potential is kept in float32, as in the
+        fused loop: summed in bfloat16, small currents would vanish against a large potential."""
+        precise = torch.float32 if current.dtype in (torch.float16, torch.bfloat16) else current.dtype
+        potential = self.carried_potential(current[0].to(precise), threshold.to(precise)).to(precise)
         spikes = []
         for step_current in current:
-            step_spikes, potential = self.step(step_current, potential, threshold)
+            step_spikes, potential = self.step(step_current.to(precise), potential, threshold.to(precise))
             spikes.append(step_spikes)
         self.potential = potential
-        return torch.stack(spikes)
+        return torch.stack(spikes).to(current.dtype)
 
     # --- the contract every neuron shares -------------------------------------------------------
 

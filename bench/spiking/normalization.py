@@ -78,3 +78,24 @@ class ThresholdDependentBatchNorm(nn.BatchNorm2d):
             factor,
             self.eps,
         )
+
+
+class SyncThresholdDependentBatchNorm(nn.SyncBatchNorm):
+    """tdBN with its statistics synchronized across processes (`train.sync_batch_norm`).
+
+    SyncBatchNorm computes weight * x_hat + bias; tdBN wants weight * (alpha * threshold * x_hat) +
+    bias, which is alpha * threshold times the former plus (1 - alpha * threshold) * bias: the same
+    values and the same gradients for x, weight and bias.
+    """
+
+    def __init__(self, num_features: int, alpha: float = 1.0, threshold: float = 1.0, **kwargs) -> None:
+        super().__init__(num_features, **kwargs)
+        self.alpha = alpha
+        self.neuron_threshold = threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.alpha * self.neuron_threshold
+        synchronized = super().forward(x)
+        if self.bias is None:
+            return scale * synchronized
+        return scale * synchronized + (1 - scale) * self.bias.view(1, -1, *([1] * (x.ndim - 2)))
