@@ -107,11 +107,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def select_methods(configured: list[MethodSpec], patterns: list[str]) -> list[MethodSpec]:
-    """Configured settings whose name or label matches; a registered name not configured is added with defaults."""
+    """Configured settings whose label matches, else whose method name matches; a registered name not
+    configured is added with defaults."""
     chosen: list[MethodSpec] = []
     for pattern in (p.strip() for p in patterns if p.strip()):
-        matches = [
-            s for s in configured if fnmatch.fnmatch(s.name, pattern) or fnmatch.fnmatch(s.display_name, pattern)
+        # A row's label first: `conversion` is that row, not also `conversion-improved` (which
+        # `conversion*` selects); a method name selects its rows when no label matches.
+        matches = [s for s in configured if fnmatch.fnmatch(s.display_name, pattern)] or [
+            s for s in configured if fnmatch.fnmatch(s.name, pattern)
         ]
         if not matches:
             matches = [MethodSpec(name) for name in list_methods(pattern)]

@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 from tabulate import tabulate
 
+from bench.budget import ann_epoch_equivalents, budget_sources
 from bench.claims import CLAIMS_NAME, write_claims
 from bench.config import load_config, shipped_configs
 from bench.efficiency import ENERGY_CAVEAT, PJ_PER_AC, PJ_PER_MAC
@@ -345,6 +346,7 @@ def provenance_table(rows: pd.DataFrame) -> str:
         "data, image size (train / test images)",
         "setting hash",
         "epochs",
+        "budget (ANN-epoch equiv.)",
         "last epoch: train loss / top-1 (%)",
         "train wall (min)",
         "simulate wall (s)",
@@ -362,6 +364,7 @@ def provenance_table(rows: pd.DataFrame) -> str:
                 f"({first.get('train_size', '?')} / {first.get('test_size', '?')})",
                 first.get("setting_hash", "?"),
                 _integer(first.get("epochs")),
+                ann_epoch_equivalents(first),
                 last_epoch(first.get("notes")),
                 _minutes(first.get("train_wall_s")),
                 _number(first.get("eval_wall_s")),
@@ -527,6 +530,13 @@ def write_leaderboard(
             "",
         ]
     lines += ["## How it was produced", "", provenance_table(rows), "", wall_time_total(rows), ""]
+    sources = budget_sources(rows)
+    if sources:
+        lines += [
+            "Budget: ANN epochs plus spiking epochs x T_train x the measured cost of a BPTT step per ANN "
+            f"step (`bench/budget.py`; training ratio from {', '.join(sources)}).",
+            "",
+        ]
     command = shipped_config_command(rows)
     if command:
         lines += [command, ""]

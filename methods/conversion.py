@@ -104,6 +104,27 @@ class ConversionOptions:
             )
 
 
+def converted_network(network, images, options: ConversionOptions, seed: int = 0, device="cpu") -> SpikingNetwork:
+    """Steps 1-5 of the module docstring: `network` converted with `options`, calibrated on the
+    image batches `images` yields (`[B, C, H, W]`)."""
+    body, _ = convert(
+        network,
+        images,
+        normalization=options.normalization,
+        statistic=options.statistic,
+        percentile=options.percentile,
+        granularity=options.granularity,
+        max_batches=options.calibration_batches,
+        reset=options.reset,
+        initial_potential=options.initial_potential,
+        device=device,
+        nonzero=options.percentile_of == "nonzero",
+    )
+    if options.readout == "spiking_softmax":
+        body = nn.Sequential(body, SpikingSoftmax(seed))
+    return SpikingNetwork(body, build_encoder(options.input_coding, seed))
+
+
 @register_method(
     "conversion",
     family="conversion",
@@ -132,21 +153,7 @@ def build_conversion(context: RunContext) -> SpikingModel:
             batch_sizes.append(len(images))
             yield images
 
-    body, _ = convert(
-        network,
-        calibration_images(),
-        normalization=options.normalization,
-        statistic=options.statistic,
-        percentile=options.percentile,
-        granularity=options.granularity,
-        max_batches=options.calibration_batches,
-        reset=options.reset,
-        initial_potential=options.initial_potential,
-        device=context.device,
-        nonzero=options.percentile_of == "nonzero",
-    )
-    if options.readout == "spiking_softmax":
-        body = nn.Sequential(body, SpikingSoftmax(context.seed))
+    model = converted_network(network, calibration_images(), options, context.seed, context.device)
     context.notes.update(
         epochs=report.epochs,
         train_wall_s=report.wall_s,
@@ -154,4 +161,4 @@ def build_conversion(context: RunContext) -> SpikingModel:
         calibration_wall_s=time.perf_counter() - started,
         calibration_images=sum(batch_sizes),
     )
-    return SpikingNetwork(body, build_encoder(options.input_coding, context.seed))
+    return model

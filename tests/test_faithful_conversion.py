@@ -18,6 +18,7 @@ from bench.conversion import convert, fold_batch_norm
 from bench.spiking import DirectEncoder, SpikingNetwork
 from bench.spiking.readout import SpikingSoftmax
 from methods.calibration import CalibrationOptions, calibrate, mmse_thresholds, relu_outputs
+from methods.conversion import ConversionOptions, converted_network
 from methods.qcfs import QuantClipFloorShift, convert_qcfs, qcfs_network
 
 # --- QCFS --------------------------------------------------------------------------------------
@@ -279,10 +280,13 @@ def test_conversion_scales_and_spikes_equal_the_snn_toolbox():
     calibration = torch.randn(32, 3, 6, 6)
     images = torch.randn(8, 3, 6, 6)
     steps, seed = 20, 11
-    body, scales = convert(ann, [calibration], percentile=99.9, nonzero=True, max_batches=1)
     expected_scales = reference_toolbox_scales(ann, calibration)
-    assert [s.item() for s in scales.values()] == pytest.approx(expected_scales, rel=1e-5)
-    model = SpikingNetwork(nn.Sequential(body, SpikingSoftmax(seed)), DirectEncoder()).eval()
+    model = converted_network(ann, [calibration], ConversionOptions(), seed).eval()  # the method's defaults
+    neurons = [m for m in model.spiking_layers().values() if not isinstance(m, SpikingSoftmax)]
+    convs = [m for m in model.body.modules() if isinstance(m, nn.Conv2d)]
+    # Weight normalization by the toolbox's scales: W' = W lambda_in / lambda_out, thresholds 1.
+    assert torch.allclose(convs[0].weight, ann[0].weight / expected_scales[0], rtol=1e-5)
+    assert all(n.threshold.item() == 1.0 and n.initial_potential == 0.0 for n in neurons)
     model.reset_state()
     ours = model(images, steps)
     uniform = torch.rand((steps, 8, 3), generator=torch.Generator().manual_seed(seed))

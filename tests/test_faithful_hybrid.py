@@ -64,8 +64,10 @@ def test_hybrid_thresholds_equal_the_reference_find_threshold():
     body = copy.deepcopy(convertible_graph(ann))
     replace_relus(body, lambda name: IFNeuron(UNREACHABLE))
     model = SpikingNetwork(body, DirectEncoder()).eval()
-    found = input_max_thresholds(model, iter(batches), time_steps=23, scale=0.7, chunk_steps=5)
-    expected = reference_thresholds(ann, batches, 23, 0.7)
+    assert (HybridOptions().threshold_rule, HybridOptions().encoder) == ("input_max", "poisson")
+    scale = HybridOptions().threshold_scale
+    found = input_max_thresholds(model, iter(batches), time_steps=23, scale=scale, chunk_steps=5)
+    expected = reference_thresholds(ann, batches, 23, 0.7)  # the reference's scaling_factor
     assert [v.item() for v in found.values()] == pytest.approx(expected, rel=1e-6)
     assert [n.threshold.item() for n in model.spiking_layers().values()] == [v.item() for v in found.values()]
 
