@@ -1,34 +1,23 @@
 #!/usr/bin/env bash
-# The paper-scale configs (ResNet-50 on CIFAR-100 and on Imagenette, direct training at T_train = 10
-# against conversion) end to end on one CUDA GPU, at a budget that fits about 10 minutes on one
-# H200: 5,000 training and 1,000 test images, 3 epochs, T up to 256. It prints each run's summary
-# table and leaves the leaderboards under $OUT.
+# The device check on a bare GPU machine (no network; torch, torchvision, timm, pandas, tabulate,
+# rich, matplotlib and PyYAML preinstalled): installs this checkout without dependencies, then runs
+# `python -m bench.studies.device_check` in stages under a time budget (about 8 minutes), writing
+# OUT/device_check.json and OUT/device_check.md after every stage. Exits non-zero when a stage fails.
 #
-#   DATA_ROOT=/data scripts/gpu_check.sh            # cifar-100-python/ and imagenette2-160/ under /data
-#   scripts/gpu_check.sh --dry-run                  # print the commands only
-#
-# A dataset that is not under DATA_ROOT is skipped with a line that says so.
+#   python scripts/make_device_data.py     # here, once: device-data/ (git-ignored, about 6 MB)
+#   OUT=/tmp/out scripts/gpu_check.sh      # there, with device-data/ carried along
+#   scripts/gpu_check.sh --device cpu --smoke   # any extra arguments go to the check (CI runs this)
+#   scripts/gpu_check.sh --dry-run         # print the commands only
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA_ROOT="${DATA_ROOT:-../shared/data}"
-OUT="${OUT:-runs/gpu-check}"
+OUT="${OUT:-runs/device-check}"
 PYTHON="${PYTHON:-python}"
-budget=(--device cuda --epochs 3 --set data.train_subset=5000 --set data.test_subset=1000
-        --set "eval.time_steps=[1,2,4,8,10,16,32,64,128,256]" --results-dir "$OUT" --quiet)
-declare -A needs=([cifar100_resnet50]=cifar-100-python [imagenette_resnet50]=imagenette2-160)
-for config in cifar100_resnet50 imagenette_resnet50; do
-    command=("$PYTHON" run_all.py --config "configs/$config.yaml" --data-root "$DATA_ROOT" "${budget[@]}")
-    if [[ "${1:-}" == "--dry-run" ]]; then
-        printf '%q ' "${command[@]}"; echo
-        continue
-    fi
-    if [[ ! -d "$DATA_ROOT/${needs[$config]}" ]]; then
-        echo "skipped $config: $DATA_ROOT/${needs[$config]} not found (set DATA_ROOT)"
-        continue
-    fi
-    "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device here')"
-    echo "== $config on $("$PYTHON" -c 'import torch; print(torch.cuda.get_device_name())')"
-    start=$(date +%s)
-    "${command[@]}"
-    echo "== $config took $(( $(date +%s) - start )) s"
-done
+install=("$PYTHON" -m pip install --quiet --no-deps --no-build-isolation -e .)
+check=("$PYTHON" -m bench.studies.device_check --data-root device-data --out "$OUT" --budget-s "${BUDGET_S:-480}")
+if [[ "${1:-}" == "--dry-run" ]]; then
+    printf '%q ' "${install[@]}"; echo
+    printf '%q ' "${check[@]}"; echo
+    exit 0
+fi
+"$PYTHON" -c "import bench" 2>/dev/null || "${install[@]}"
+"${check[@]}" "$@"

@@ -2,7 +2,9 @@
 overrides: a few dozen images, one epoch, T up to 4. The full runs are for GPUs
 (`scripts/gpu_check.sh`); this checks that nothing in them breaks before anyone spends GPU hours."""
 
+import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from test_datasets import SHARED_DATA, needs_shared_data, write_cifar100
 
 from bench.cli import main
 from bench.records import read_records
+from bench.studies import device_check
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -71,5 +74,45 @@ def test_gpu_check_says_what_it_would_run():
     done = subprocess.run(
         [str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run"], capture_output=True, text=True, check=True
     )
-    lines = done.stdout.strip().splitlines()
-    assert len(lines) == 2 and all("run_all.py --config configs/" in line and "--device cuda" in line for line in lines)
+    install, check = done.stdout.strip().splitlines()
+    assert "pip install --quiet --no-deps --no-build-isolation -e ." in install
+    assert "-m bench.studies.device_check --data-root device-data --out" in check
+
+
+@needs_shared_data
+def test_device_check_runs_every_stage_on_a_cpu_and_writes_its_summary(tmp_path):
+    """`scripts/gpu_check.sh --device cpu --smoke`, as on a device machine but tiny: every stage ok."""
+    data = tmp_path / "device-data"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "make_device_data.py"),
+            "--source",
+            str(SHARED_DATA),
+            "--out",
+            str(data),
+            "--per-class",
+            "3",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    out = tmp_path / "out"
+    status = device_check.main(["--device", "cpu", "--smoke", "--data-root", str(data), "--out", str(out)])
+    summary = json.loads((out / "device_check.json").read_text())
+    assert status == 0, summary
+    names = [stage["name"] for stage in summary["stages"]]
+    assert len(names) == 6 and all(stage["status"] == "ok" for stage in summary["stages"])
+    assert summary["stages"][-1]["result"]["same spikes and gradients"] is True
+    assert (out / "device_check.md").read_text().count("| ok |") == 6
+
+
+def test_device_check_records_a_failed_stage_and_skips_what_the_budget_cannot_hold(tmp_path):
+    args = device_check.build_parser().parse_args(["--device", "cpu", "--out", str(tmp_path), "--budget-s", "30"])
+    check = device_check.Check(args)
+    device_check.run_stage(check, "works", 1, lambda c: {"answer": 42})
+    device_check.run_stage(check, "breaks", 1, lambda c: 1 / 0)
+    device_check.run_stage(check, "too long", 3600, lambda c: {})
+    statuses = [(s["name"], s["status"]) for s in json.loads((tmp_path / "device_check.json").read_text())["stages"]]
+    assert statuses == [("works", "ok"), ("breaks", "failed"), ("too long", "skipped")]
+    assert "ZeroDivisionError" in (tmp_path / "device_check.md").read_text()
