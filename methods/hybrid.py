@@ -56,6 +56,7 @@ from bench.api import RunContext, register_method
 from bench.config import hash_of
 from bench.conversion import convert, convertible_graph
 from bench.errors import UserError
+from bench.progress import QUIET
 from bench.spiking import IFNeuron, SpikingNetwork, Surrogate, build_encoder, replace_modules, replace_relus
 from bench.training import fit, trained_ann
 from methods.direct import DIVERGENCE_HINT, per_step_outputs
@@ -112,11 +113,12 @@ class _Measured(Exception):
 
 @torch.no_grad()
 def input_max_thresholds(
-    model: SpikingNetwork, batches, time_steps: int, scale: float, chunk_steps: int = 10
+    model: SpikingNetwork, batches, time_steps: int, scale: float, chunk_steps: int = 10, task=None
 ) -> dict[str, torch.Tensor]:
     """Step 1 of the module docstring on a network whose neurons start `UNREACHABLE`: each
     neuron's threshold, in order, from the largest input current over `time_steps` steps of a
-    fresh batch (`[B, C, H, W]` from `batches`), the earlier neurons already set."""
+    fresh batch (`[B, C, H, W]` from `batches`), the earlier neurons already set. `task` (a progress
+    task) advances once a layer."""
     neurons = {name: m for name, m in model.body.named_modules() if isinstance(m, IFNeuron)}
     largest_currents: dict[str, torch.Tensor] = {}
     for (name, neuron), images in zip(neurons.items(), batches):
@@ -142,6 +144,8 @@ def input_max_thresholds(
         # does (`threshold_update(scaling_factor=1.0)` after each layer); scaled once at the end.
         largest_currents[name] = largest.clamp(min=1e-6)  # a layer that receives nothing keeps a tiny one
         neuron.threshold.fill_(largest_currents[name].item())
+        if task is not None:
+            task.advance(layer=name)
     found = {name: scale * value for name, value in largest_currents.items()}
     for name, value in found.items():
         neurons[name].threshold.fill_(value.item())
@@ -169,7 +173,11 @@ def spiking_body(context: RunContext, network: nn.Module, options: HybridOptions
     model = SpikingNetwork(body, encoder).to(context.device).eval()
     loader = context.loader("train", shuffle=True, batch_size=options.threshold_batch_size)
     batches = (images.to(context.device) for images, _ in itertools.cycle(loader))
-    thresholds = input_max_thresholds(model, batches, options.threshold_time_steps, options.threshold_scale)
+    layers = sum(isinstance(m, IFNeuron) for m in body.modules())
+    with (context.progress or QUIET).task(f"hybrid thresholds {context.architecture}", total=layers) as task:
+        thresholds = input_max_thresholds(
+            model, batches, options.threshold_time_steps, options.threshold_scale, task=task
+        )
     context.notes["thresholds"] = {name: round(value.item(), 4) for name, value in thresholds.items()}
     return body, model
 
