@@ -199,8 +199,13 @@ def _fastest_to(rows: pd.DataFrame, target: float) -> tuple[str, float]:
     return label, steps
 
 
+def _times(ratio: float) -> str:
+    """A ratio of steps: whole above 10, two significant digits below (0.5, 4, 16, 250)."""
+    return f"{ratio:.0f}" if ratio >= 10 else f"{ratio:.2g}"
+
+
 def _ratio_text(ratio: float, rows: pd.DataFrame, best_t: float) -> str:
-    return f"≥ {int(rows['time_steps'].max()) / best_t:.0f}" if math.isinf(ratio) else f"{ratio:.0f}"
+    return f"≥ {_times(int(rows['time_steps'].max()) / best_t)}" if math.isinf(ratio) else _times(ratio)
 
 
 def _verdict_of(ratio: float) -> str:
@@ -294,14 +299,14 @@ def latency_claim(leaderboards: list[tuple[Path, pd.DataFrame]], results_dir: Pa
     else:
         detail = (
             f"the conversion the paper meant (Rueckauer et al.'s, `conversion`) reached it at T = "
-            f"{_steps(conversion_t)}, {ratio:.0f} times later"
+            f"{_steps(conversion_t)}, {_times(ratio)} times later"
         )
     if math.isinf(fastest_t):
         today = "no conversion-family row reached it within the grid"
     else:
         today = (
             f"today's fastest conversion-family row, `{fastest}`, reached it at T = {_steps(fastest_t)} "
-            f"({_verdict_of(fastest_t / best_t)} by the same rule: {fastest_t / best_t:.2g} times)"
+            f"({_verdict_of(fastest_t / best_t)} by the same rule: {_times(fastest_t / best_t)} times)"
         )
     return Finding(
         "(a) latency: direct ~10 steps, conversion ~1000",
