@@ -20,6 +20,7 @@ from bench.spiking.readout import SpikingSoftmax
 from methods.calibration import CalibrationOptions, calibrate, mmse_thresholds, relu_outputs
 from methods.conversion import ConversionOptions, converted_network
 from methods.qcfs import QuantClipFloorShift, convert_qcfs, qcfs_network
+from tests.test_methods import small_ann as ann_with_batch_norm
 
 # --- QCFS --------------------------------------------------------------------------------------
 
@@ -73,17 +74,8 @@ def test_qcfs_gradient_reaches_every_input_inside_the_clip_range():
 
 
 def qcfs_ann() -> nn.Module:
+    network = ann_with_batch_norm()
     torch.manual_seed(3)
-    network = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.Conv2d(4, 5, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(5, 3),
-    )
     network[1].running_mean.uniform_(-0.2, 0.2)
     network[1].running_var.uniform_(0.5, 2.0)
     network = qcfs_network(network, type("Options", (), {"levels": 4, "initial_lambda": 1.5})())
@@ -125,8 +117,9 @@ def test_converted_qcfs_network_equals_the_reference_spiking_mode():
 # --- calibration -------------------------------------------------------------------------------
 
 
-def small_ann() -> nn.Module:
-    torch.manual_seed(1)
+def small_ann(seed: int = 1) -> nn.Module:
+    """conv-ReLU-conv-ReLU-pool-linear without batch norm: the references below read its weights as they are."""
+    torch.manual_seed(seed)
     return nn.Sequential(
         nn.Conv2d(3, 4, 3, padding=1),
         nn.ReLU(),

@@ -17,19 +17,7 @@ from torch import nn
 from bench.conversion import convertible_graph
 from bench.spiking import DirectEncoder, IFNeuron, SpikingNetwork, replace_relus
 from methods.hybrid import UNREACHABLE, HybridOptions, input_max_thresholds, with_training_neurons
-
-
-def plain_ann() -> nn.Module:
-    torch.manual_seed(4)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(4, 4, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(4, 3),
-    ).eval()
+from tests.test_faithful_conversion import small_ann
 
 
 def reference_thresholds(ann: nn.Module, batches: list[torch.Tensor], steps: int, scale: float) -> list[float]:
@@ -58,7 +46,7 @@ def reference_thresholds(ann: nn.Module, batches: list[torch.Tensor], steps: int
 
 @torch.no_grad()
 def test_hybrid_thresholds_equal_the_reference_find_threshold():
-    ann = plain_ann()
+    ann = small_ann(seed=4)
     torch.manual_seed(9)
     batches = [torch.randn(6, 3, 5, 5) * 2 for _ in range(2)]
     body = copy.deepcopy(convertible_graph(ann))
