@@ -158,3 +158,14 @@ def test_a_max_time_steps_below_the_whole_grid_is_refused(tmp_path, capsys):
     config.write_text("eval: {time_steps: [4, 8]}\nmethods: [{name: direct, max_time_steps: 2}]\n")
     assert main(["--quiet", "--config", str(config), "--results-dir", str(tmp_path / "results")]) == 2
     assert "is below every T of eval.time_steps" in capsys.readouterr().err
+
+
+def test_deterministic_flag_reaches_the_config_and_label_selects_one_row():
+    from bench.cli import build_parser, config_from_args
+
+    config = config_from_args(build_parser().parse_args(["--deterministic", "--methods", "conversion"]))
+    assert config.deterministic is True
+    assert [spec.display_name for spec in config.methods] == ["conversion"]  # not conversion-improved too
+    config = config_from_args(build_parser().parse_args(["--methods", "conversion*"]))
+    assert [spec.display_name for spec in config.methods] == ["conversion", "conversion-improved"]
+    assert config_from_args(build_parser().parse_args([])).deterministic is False
