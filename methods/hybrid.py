@@ -41,7 +41,6 @@ analog input, the loss on the time-averaged output.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import time
@@ -168,7 +167,7 @@ def spiking_body(context: RunContext, network: nn.Module, options: HybridOptions
             device=context.device,
         )
         return body, SpikingNetwork(body, encoder).to(context.device)
-    body = copy.deepcopy(convertible_graph(network))
+    body = convertible_graph(network)  # a folded copy: the cached ANN is not touched
     replace_relus(body, lambda name: IFNeuron(UNREACHABLE, initial_potential=options.initial_potential))
     model = SpikingNetwork(body, encoder).to(context.device).eval()
     loader = context.loader("train", shuffle=True, batch_size=options.threshold_batch_size)

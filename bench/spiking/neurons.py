@@ -109,10 +109,11 @@ class SpikingNeuron(Stateful, nn.Module):
         Under mixed precision (half or bfloat16 currents) the potential is kept in float32, as in the
         fused loop: summed in bfloat16, small currents would vanish against a large potential."""
         precise = torch.float32 if current.dtype in (torch.float16, torch.bfloat16) else current.dtype
-        potential = self.carried_potential(current[0].to(precise), threshold.to(precise)).to(precise)
+        threshold = threshold.to(precise)  # once, not at every step
+        potential = self.carried_potential(current[0].to(precise), threshold).to(precise)
         spikes = []
         for step_current in current:
-            step_spikes, potential = self.step(step_current.to(precise), potential, threshold.to(precise))
+            step_spikes, potential = self.step(step_current.to(precise), potential, threshold)
             spikes.append(step_spikes)
         self.potential = potential
         return torch.stack(spikes).to(current.dtype)

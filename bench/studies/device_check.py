@@ -44,7 +44,7 @@ from bench.harness import choose_chunk_size
 from bench.records import package_versions, read_records
 from bench.spiking import LIFNeuron, Surrogate
 from bench.spiking.neurons import PROFILER_EVENT as NEURON_EVENT
-from bench.studies.speed import Bench
+from bench.studies.speed import Bench, Clock
 
 CONFIGS = {"cifar100_resnet50": ("cifar100", 32, 128), "imagenette_resnet50": ("imagenette", 160, 64)}
 SUMMARY = "device_check"
@@ -272,8 +272,7 @@ def neurons(check: Check) -> dict:
             return spikes, grad
 
         outputs[name] = run()
-        clock = bench_clock(check.device)
-        times[name] = min(clock.measure(run) for _ in range(3))
+        times[name] = min(Clock(check.device).measure(run) for _ in range(3))
     same = torch.equal(outputs["fused"][0], outputs["plain"][0]) and torch.allclose(
         outputs["fused"][1], outputs["plain"][1], atol=1e-5
     )
@@ -283,12 +282,6 @@ def neurons(check: Check) -> dict:
         "plain / fused": f"{times['plain'] / times['fused']:.2f}",
         "same spikes and gradients": same,
     }
-
-
-def bench_clock(device: torch.device):
-    from bench.studies.speed import Clock
-
-    return Clock(device)
 
 
 def build_parser() -> argparse.ArgumentParser:
