@@ -10,20 +10,33 @@ call of the model through DistributedDataParallel (optionally with SyncBatchNorm
 function that calls the model gets averaged gradients. Training loaders are split with a
 DistributedSampler, the test set is split into disjoint shards whose counts `gather_sum` adds
 up, and only the main process (rank 0) writes records, reports, caches and progress.
+
+Across nodes a process sees only its own disk, so every decision that reads a file (is a setting
+done, is there a checkpoint to resume from) is made once by the main process and sent to the
+others (`from_main`), checkpoint included. A failure on any process (a bug, out of memory) ends
+every process of the run, recorded once by the main one (`FailureWatch`): the others would
+otherwise wait in their next collective until the timeout.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
-from collections.abc import Iterator
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from bench.errors import UserError
+
+T = TypeVar("T")
 
 
 def init_from_environment() -> bool:
@@ -83,6 +96,26 @@ def main_process_first() -> Iterator[None]:
     finally:
         if is_main():
             barrier()
+
+
+def from_main(read: Callable[[], T]) -> T:
+    """`read()` on the main process, its value (or its `UserError`) sent to every other process.
+
+    For every decision that reads a file: on another node the file is not there, and a process
+    that decides on its own falls out of step with the others' collectives."""
+    if not is_distributed():
+        return read()
+    message = [None, None]
+    if is_main():
+        try:
+            message = [read(), None]
+        except UserError as error:
+            message = [None, str(error)]
+    dist.broadcast_object_list(message, src=0)
+    value, error = message
+    if error is not None:
+        raise UserError(error)
+    return value
 
 
 def shard_for_evaluation(dataset):
@@ -198,3 +231,101 @@ def gather_sum(tally):
     for other in present[1:]:
         merged.add(other)
     return merged
+
+
+# Keys of the process group's store that carry a failure from any process to the main one.
+_FAILURES = "spikebench/failures"
+_FAILURE = "spikebench/failure"
+_RECORDED = "spikebench/failure-recorded"
+
+
+class FailureWatch:
+    """Under torchrun, a failure on one process ends every process, and it is recorded once.
+
+    The process that fails publishes its message in the process group's store (`fail`); a thread
+    of the main process watches for it, has it recorded by `record(message)` (set by the runner
+    around each setting, `recording`), and ends the main process, which makes torchrun end the
+    rest; the failing process waits for the record and ends too. Only the first failure is
+    published and recorded (a bug hits every process at once). A mistake of the user's (a
+    `UserError`, e.g. data missing on one node) ends every process with its line and no record.
+    Exit status: 1 for a failure, 2 for a user's mistake. Without torchrun it does nothing.
+    """
+
+    def __init__(self, poll_s: float = 0.2, wait_for_record_s: float = 120.0) -> None:
+        self.record: Callable[[str], None] | None = None
+        self.poll_s, self.wait_for_record_s = poll_s, wait_for_record_s
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread = None
+        if is_distributed() and is_main():
+            self._thread = threading.Thread(target=self._watch, name="spikebench-failure-watch", daemon=True)
+            self._thread.start()
+
+    @contextlib.contextmanager
+    def recording(self, record: Callable[[str], None]) -> Iterator[None]:
+        """While inside, a failure of any process is recorded by `record(message)`."""
+        self.record = record
+        try:
+            yield
+        finally:
+            self.record = None
+
+    def close(self) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def fail(self, message: str, *, user_error: bool = False) -> None:
+        """This process failed: record it once (through the main process) and end every process."""
+        if not is_distributed():
+            return
+        store = _store()
+        first = store.add(_FAILURES, 1) == 1
+        kind = "user_error" if user_error else "failure"
+        if first:
+            store.set(_FAILURE, json.dumps({"rank": rank(), "kind": kind, "message": message}))
+            if is_main():
+                self._record_and_stop({"rank": rank(), "kind": kind, "message": message})
+        if not user_error:  # torchrun ends the others once a process exits: let the record be written first
+            deadline = time.monotonic() + self.wait_for_record_s
+            while not store.check([_RECORDED]) and time.monotonic() < deadline:
+                time.sleep(self.poll_s)
+        _exit(2 if user_error else 1)
+
+    def _watch(self) -> None:
+        store = _store()
+        while not self._stopped.wait(self.poll_s):
+            if store.check([_FAILURE]):
+                failure = json.loads(store.get(_FAILURE).decode())
+                if failure["rank"] != rank():  # the main process handles its own failure in `fail`
+                    self._record_and_stop(failure)
+                return
+
+    def _record_and_stop(self, failure: dict[str, Any]) -> None:
+        with self._lock:
+            where = f"process {failure['rank']} of {world_size()}"
+            if failure["kind"] == "user_error":
+                print(f"error: {failure['message']} (on {where}; every process stops)", file=sys.stderr)
+                _exit(2)
+            if self.record is not None:
+                self.record(failure["message"])
+            _store().set(_RECORDED, "1")
+            print(
+                f"spikebench: {where} failed: {failure['message']}; the failure is recorded and every process "
+                "stops (torchrun cannot go on without it); run the same command again to go on with the next "
+                "setting (the failed one is skipped unless --rerun)",
+                file=sys.stderr,
+            )
+            _exit(1)
+
+
+def _store():
+    """The key-value store every process of the group shares (torchrun's rendezvous store)."""
+    return dist.distributed_c10d._get_default_store()
+
+
+def _exit(status: int) -> None:
+    """End this process now: its peers may be blocked in a collective, so no cleanup waits on them."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

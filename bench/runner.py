@@ -195,10 +195,14 @@ def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False, summaries:
     device = distributed.local_device(resolve_device(config.device))
     runs = [dataclasses.replace(config, seed=seed) for seed in config.seeds]
     plans = [plan_methods(run) for run in runs]  # every method and option is checked before any work
-    for number, (run, planned) in enumerate(zip(runs, plans), start=1):
-        if len(runs) > 1:
-            reporter.log(f"seed {run.seed} ({number} of {len(runs)})")
-        store = _run_seed(run, planned, device, reporter, rerun)
+    watch = distributed.FailureWatch()
+    try:
+        for number, (run, planned) in enumerate(zip(runs, plans), start=1):
+            if len(runs) > 1:
+                reporter.log(f"seed {run.seed} ({number} of {len(runs)})")
+            store = _run_seed(run, planned, device, reporter, rerun, watch)
+    finally:
+        watch.close()
     if distributed.is_main():
         try:
             write_leaderboard(
@@ -215,17 +219,22 @@ def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False, summaries:
     return store.parent / "leaderboard.md"
 
 
-def _run_seed(config: RunConfig, planned: list[PlannedMethod], device: torch.device, reporter, rerun: bool) -> Path:
+def _run_seed(
+    config: RunConfig, planned: list[PlannedMethod], device: torch.device, reporter, rerun: bool, watch
+) -> Path:
     """Every planned method with one seed; return the records file."""
-    dataset = load_dataset(
-        config.data.name,
-        config.data.root,
-        train_subset=config.data.train_subset,
-        test_subset=config.data.test_subset,
-        seed=config.seed,
-        augment=config.data.augment,
-        image_size=config.data.image_size,
-    )
+    # Under torchrun the main process downloads and checks the data first; the others then find it
+    # (and the marker of a checked folder) instead of all fetching and decoding it at once.
+    with distributed.main_process_first():
+        dataset = load_dataset(
+            config.data.name,
+            config.data.root,
+            train_subset=config.data.train_subset,
+            test_subset=config.data.test_subset,
+            seed=config.seed,
+            augment=config.data.augment,
+            image_size=config.data.image_size,
+        )
     info = dataset.info
 
     def build_ann() -> torch.nn.Module:
@@ -250,22 +259,27 @@ def _run_seed(config: RunConfig, planned: list[PlannedMethod], device: torch.dev
     for method in planned:
         with _claim(store, method, config, reporter, rerun) as mine:
             if mine:
-                _run_setting(method, config, dataset, build_ann, device, loader, provenance, store, reporter)
+                _run_setting(method, config, dataset, build_ann, device, loader, provenance, store, reporter, watch)
     return store
 
 
 @contextlib.contextmanager
 def _claim(store: Path, method: PlannedMethod, config: RunConfig, reporter, rerun: bool):
     """Whether this process runs the setting: not when its records are complete (or it failed,
-    unless `rerun`), nor while another run on the same store is working on it."""
-    single = distributed.world_size() == 1
-    with claimed(store, method.setting_hash) if single else contextlib.nullcontext(True) as mine:
-        if not mine:
+    unless `rerun`), nor while another run on the same store is working on it. Under torchrun the
+    main process decides for all (the store may be on its node only) and holds the claim."""
+    holder = claimed(store, method.setting_hash) if distributed.is_main() else contextlib.nullcontext(True)
+    with holder as mine:
+
+        def decide() -> str | None:
+            if not mine:
+                return "busy"
+            return None if rerun else finished_settings(store, method.time_steps).get(method.setting_hash)
+
+        state = distributed.from_main(decide)
+        if state == "busy":
             reporter.log(f"[dim]{method.label}: another run on {store} is working on it, skipped[/dim]")
-            yield False
-            return
-        state = None if rerun else finished_settings(store, method.time_steps).get(method.setting_hash)
-        if state == "ok":
+        elif state == "ok":
             reporter.log(f"[dim]{method.label}: results already in {store}, skipped (use --rerun to run again)[/dim]")
         elif state == "failed":
             reporter.log(
@@ -274,8 +288,9 @@ def _claim(store: Path, method: PlannedMethod, config: RunConfig, reporter, reru
         yield state is None
 
 
-def _run_setting(method, config, dataset, build_ann, device, loader, provenance, store, reporter) -> None:
-    """One method setting: build, simulate, append its records (and its own ANN's, if it has one)."""
+def _run_setting(method, config, dataset, build_ann, device, loader, provenance, store, reporter, watch) -> None:
+    """One method setting: build, simulate, append its records (and its own ANN's, if it has one).
+    Under torchrun a failure of any process is recorded here once and ends every process (`watch`)."""
     context = RunContext(
         dataset=dataset,
         architecture=config.model.name,
@@ -290,31 +305,38 @@ def _run_setting(method, config, dataset, build_ann, device, loader, provenance,
         data_loader=loader,
         progress=reporter,
     )
-    records = _run_method(method, context, config, loader, reporter)
-    base = _base_record(method, context, config, dataset, provenance)
-    if context.ceiling is not None:
-        ceiling = _ceiling_record(base)
-        base["ceiling"] = ceiling["label"]
-        records += [
-            {**ceiling, **record}
-            for record in _evaluate(
-                context.ceiling,
-                ceiling["label"],
-                ceiling["setting_hash"],
-                method.time_steps,
-                context,
-                config,
-                loader,
-                reporter,
-                records[0].get("build_wall_s"),
-            )
-        ]
+
+    def record_failure(message: str) -> None:
+        base = _base_record(method, context, config, dataset, provenance)
+        append_records(store, [{**base, **_failed(message, started)[0]}])
+
+    started = time.perf_counter()
+    with watch.recording(record_failure):
+        records = _run_method(method, context, config, loader, reporter, watch)
+        base = _base_record(method, context, config, dataset, provenance)
+        if context.ceiling is not None:
+            ceiling = _ceiling_record(base)
+            base["ceiling"] = ceiling["label"]
+            records += [
+                {**ceiling, **record}
+                for record in _evaluate(
+                    context.ceiling,
+                    ceiling["label"],
+                    ceiling["setting_hash"],
+                    method.time_steps,
+                    context,
+                    config,
+                    loader,
+                    reporter,
+                    records[0].get("build_wall_s"),
+                )
+            ]
     if distributed.is_main():
         append_records(store, [{**base, **record} for record in records])
 
 
 def _run_method(
-    method: PlannedMethod, context: RunContext, config: RunConfig, loader, reporter
+    method: PlannedMethod, context: RunContext, config: RunConfig, loader, reporter, watch
 ) -> list[dict[str, Any]]:
     torch.manual_seed(config.seed)
     started = time.perf_counter()
@@ -329,19 +351,23 @@ def _run_method(
         return _evaluate(
             model, method.label, method.setting_hash, method.time_steps, context, config, loader, reporter, wall_s
         )
-    except UserError:
+    except UserError as mistake:
+        watch.fail(str(mistake), user_error=True)  # under torchrun: every process stops with the line
         raise  # the user's to fix: stop the suite with one line
     except (TrainingDiverged, BrokenContract) as failure:
+        # Every process meets these at the same step (`distributed.all_finite`, identical replicas):
+        # each returns the failure, the main process records it, and the suite goes on.
         reporter.warn(f"[red]{method.label} failed: {failure}[/red]")
         return _failed(failure, started)
     except (MemoryError, torch.OutOfMemoryError) as failure:
-        failure = f"out of memory ({type(failure).__name__}): lower data.batch_size or eval.memory_budget_mb"
-        reporter.warn(f"[red]{method.label} failed: {failure}[/red]")
-        return _failed(failure, started)
+        message = f"out of memory ({type(failure).__name__}): lower data.batch_size or eval.memory_budget_mb"
     except Exception as failure:  # noqa: BLE001 (one method's bug must not end the suite: it is recorded)
-        failure = f"{type(failure).__name__}: {failure} (a bug in the method; its record keeps the message)"
-        reporter.warn(f"[red]{method.label} failed: {failure}[/red]")
-        return _failed(failure, started)
+        message = f"{type(failure).__name__}: {failure} (a bug in the method; its record keeps the message)"
+    reporter.warn(f"[red]{method.label} failed: {message}[/red]")
+    # Under torchrun this may be one process only, while the others wait in a collective: it is
+    # recorded once and every process stops. Alone, the suite goes on.
+    watch.fail(message)
+    return _failed(message, started)
 
 
 def _failed(failure, started: float) -> list[dict[str, Any]]:

@@ -185,12 +185,11 @@ CHECKPOINT_KEYS = ("model", "optimizer", "schedule", "epoch", "wall_s")
 
 def _resume(path: Path | None, model, optimizer, schedule, loader) -> tuple[int, float, list[list[float]]]:
     """Load a checkpoint (`read_safely`: it cannot run code): (epochs done, wall time, history);
-    the random states come back too, so the run goes on as if never stopped."""
-    if path is None or not path.is_file():
+    the random states come back too, so the run goes on as if never stopped. Under torchrun the
+    main process reads it and sends it to the others, whose node may not have the file."""
+    state = distributed.from_main(lambda: _read_checkpoint(path))
+    if state is None:
         return 0, 0.0, []
-    state = read_safely(path, what="checkpoint", instead="train from scratch")
-    if not isinstance(state, dict) or not set(CHECKPOINT_KEYS) <= set(state):
-        raise UserError(f"{path} is not a spikebench checkpoint; delete it to train from scratch")
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -202,6 +201,15 @@ def _resume(path: Path | None, model, optimizer, schedule, loader) -> tuple[int,
         ) from None
     restore_random_states(state.get("random"), loader, model)
     return state["epoch"], state["wall_s"], list(state.get("history", []))
+
+
+def _read_checkpoint(path: Path | None) -> dict | None:
+    if path is None or not path.is_file():
+        return None
+    state = read_safely(path, what="checkpoint", instead="train from scratch")
+    if not isinstance(state, dict) or not set(CHECKPOINT_KEYS) <= set(state):
+        raise UserError(f"{path} is not a spikebench checkpoint; delete it to train from scratch")
+    return state
 
 
 def _mismatch(model: nn.Module, saved, error: Exception) -> str:

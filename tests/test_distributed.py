@@ -126,6 +126,110 @@ def test_two_processes_train_identical_replicas_and_write_one_set_of_records(tmp
     assert (results / "tiny-imagenette" / "leaderboard.md").is_file()
 
 
+NODES_PLUGIN = PLUGIN + textwrap.dedent('''
+
+    # Each process works in its own folder, as if on its own node: the records (relative
+    # --results-dir) and the cache (relative cache_dir) of one are not seen by the other.
+    node = os.path.join(os.environ["SPIKEBENCH_TEST_OUT"], f"node{os.environ['RANK']}")
+    os.makedirs(node, exist_ok=True)
+    os.chdir(node)
+
+
+    @register_method("rank_one_fails", family="reference")
+    def rank_one_fails(context):
+        if distributed.rank() == 1:
+            raise RuntimeError("injected failure on rank 1")
+        distributed.barrier()  # rank 0 waits in a collective, as in a training step
+        raise AssertionError("rank 0 must not get past the collective")
+''')
+
+
+def _torchrun(tmp_path, methods: str, *extra: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """The tiny suite under two CPU processes, each in its own node folder (`NODES_PLUGIN`)."""
+    (tmp_path / "nodes_plugin.py").write_text(NODES_PLUGIN)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+        str(ROOT / "run_all.py"),
+        "--dataset",
+        "tiny-imagenette",
+        "--methods",
+        methods,
+        "--plugin",
+        "nodes_plugin",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--results-dir",
+        "results",
+        "--quiet",
+        *("--set data.train_subset=64 --set data.test_subset=32 --set model.name=cifar_vgg_tiny".split()),
+        *("--set eval.time_steps=[1,2] --set cache_dir=cache".split()),
+        *extra,
+    ]
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+        "SPIKEBENCH_TEST_OUT": str(tmp_path),
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def _node_records(tmp_path, node: int) -> list[dict]:
+    store = tmp_path / f"node{node}" / "results" / "tiny-imagenette" / "records.jsonl"
+    return [json.loads(line) for line in store.read_text().splitlines()] if store.is_file() else []
+
+
+def _hashes(tmp_path, name: str) -> list[list[str]]:
+    return [(tmp_path / f"{name}-rank{rank}.txt").read_text().split() for rank in (0, 1)]
+
+
+@pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(), reason="needs gloo"
+)
+def test_decisions_that_read_files_are_made_by_the_main_process_for_every_node(tmp_path):
+    """Records and checkpoints live on the main process's node only: the others skip a finished
+    setting with it, and resume from its checkpoint, instead of training alone until the timeout."""
+    first = _torchrun(tmp_path, "replica_ann")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    trained = _hashes(tmp_path, "ann")
+    assert trained[0] == trained[1] and trained[0][0] == "2"
+    assert not (tmp_path / "node1" / "cache").exists(), "only the main process writes the cache"
+    assert len(_node_records(tmp_path, 0)) == 2 and not _node_records(tmp_path, 1)
+
+    for name in ("ann-rank0.txt", "ann-rank1.txt"):
+        (tmp_path / name).unlink()
+    again = _torchrun(tmp_path, "replica_ann")  # done on node 0: both processes skip it
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert not (tmp_path / "ann-rank1.txt").exists() and len(_node_records(tmp_path, 0)) == 2
+
+    resumed = _torchrun(tmp_path, "replica_ann", "--rerun")  # both start from node 0's finished checkpoint
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert _hashes(tmp_path, "ann") == trained
+
+
+@pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(), reason="needs gloo"
+)
+def test_a_failure_on_one_process_ends_every_process_and_is_recorded_once(tmp_path):
+    stopped = _torchrun(tmp_path, "rank_one_fails,replica_ann", timeout=120)
+    assert stopped.returncode != 0
+    assert "process 1 of 2 failed: RuntimeError: injected failure on rank 1" in stopped.stderr
+    records = _node_records(tmp_path, 0)
+    assert [(r["label"], r["status"]) for r in records] == [("rank_one_fails", "failed")]
+    assert "injected failure on rank 1" in records[0]["error"] and records[0]["world_size"] == 2
+    assert not (tmp_path / "ann-rank0.txt").exists(), "the suite went on after the failure"
+
+    resumed = _torchrun(tmp_path, "rank_one_fails,replica_ann")  # the failed setting is skipped
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert [(r["label"], r["status"]) for r in _node_records(tmp_path, 0)].count(("replica_ann", "ok")) == 2
+
+
 def test_one_process_keeps_its_hashes_and_the_global_batch_is_split_among_processes(monkeypatch):
     """World size enters the cache and reference keys only above one process, and a process trains on
     its share of data.batch_size (the global batch), so eight processes run one process's recipe."""
