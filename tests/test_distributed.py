@@ -126,7 +126,7 @@ def test_two_processes_train_identical_replicas_and_write_one_set_of_records(tmp
     assert (results / "tiny-imagenette" / "leaderboard.md").is_file()
 
 
-NODES_PLUGIN = PLUGIN + textwrap.dedent('''
+NODES_PLUGIN = PLUGIN + textwrap.dedent("""
 
     # Each process works in its own folder, as if on its own node: the records (relative
     # --results-dir) and the cache (relative cache_dir) of one are not seen by the other.
@@ -141,7 +141,7 @@ NODES_PLUGIN = PLUGIN + textwrap.dedent('''
             raise RuntimeError("injected failure on rank 1")
         distributed.barrier()  # rank 0 waits in a collective, as in a training step
         raise AssertionError("rank 0 must not get past the collective")
-''')
+""")
 
 
 def _torchrun(tmp_path, methods: str, *extra: str, timeout: float = 180) -> subprocess.CompletedProcess:

@@ -13,8 +13,9 @@ Stages, in order, each skipped when the time left cannot hold it:
    config's image size and per-process batch: milliseconds per step and peak device memory;
 4. evaluation: the simulation of a batch to `--horizon` steps (1000) in the harness's chunks, image
    steps per second, and the neurons' share of the time (device time on CUDA, from the profiler);
-5. neurons: the fused LIF loop against the plain one (and the compiled one on CUDA) on one layer's
-   currents, forward and backward: time, and whether spikes and gradients agree.
+5. neurons: the fused LIF loop (one Triton kernel per call on CUDA) against the same loop step by
+   step and the plain one, on one layer's currents, forward and backward: time, and whether spikes
+   and gradients agree.
 
 `OUT/device_check.json` and `OUT/device_check.md` are rewritten after every stage, so a check cut
 short by its time limit still returns what it measured; everything else goes to a scratch folder.
@@ -42,7 +43,7 @@ import torch
 from bench.errors import OneLineArgumentParser, UserError, exit_status
 from bench.harness import choose_chunk_size
 from bench.records import package_versions, read_records
-from bench.spiking import LIFNeuron, Surrogate
+from bench.spiking import LIFNeuron, Surrogate, kernels
 from bench.spiking.neurons import PROFILER_EVENT as NEURON_EVENT
 from bench.studies.speed import Bench, Clock
 
@@ -258,27 +259,39 @@ def evaluation(check: Check) -> dict:
 
 
 def neurons(check: Check) -> dict:
+    """One layer's loop, forward and backward: the fused loop (one Triton kernel per call on CUDA),
+    the same loop step by step (`kernels.disabled()`), and the plain autograd loop of `step`."""
     shape = (10, 8, 64, 16, 16) if check.args.smoke else (10, 64, 256, 56, 56)
     current = torch.randn(shape, device=check.device)
-    layers = {"fused": LIFNeuron(leak=0.9, surrogate=Surrogate()), "plain": LIFNeuron(leak=0.9, fused=False)}
+    variants = {
+        "fused": (LIFNeuron(leak=0.9, surrogate=Surrogate()), contextlib.nullcontext),
+        "per step": (LIFNeuron(leak=0.9, surrogate=Surrogate()), kernels.disabled),
+        "plain": (LIFNeuron(leak=0.9, fused=False), contextlib.nullcontext),
+    }
     outputs, times = {}, {}
-    for name, layer in layers.items():
+    for name, (layer, mode) in variants.items():
         leaf = current.clone().requires_grad_()
 
-        def run(layer=layer, leaf=leaf):
-            layer.reset_state()
-            spikes = layer.run_sequence(leaf)
-            (grad,) = torch.autograd.grad(spikes.sum() + layer.potential.sum(), leaf)
+        def run(layer=layer, leaf=leaf, mode=mode):
+            with mode():
+                layer.reset_state()
+                spikes = layer.run_sequence(leaf)
+                (grad,) = torch.autograd.grad(spikes.sum() + layer.potential.sum(), leaf)
             return spikes, grad
 
         outputs[name] = run()
         times[name] = min(Clock(check.device).measure(run) for _ in range(3))
-    same = torch.equal(outputs["fused"][0], outputs["plain"][0]) and torch.allclose(
-        outputs["fused"][1], outputs["plain"][1], atol=1e-5
+    plain_spikes, plain_grad = outputs["plain"]
+    same = all(
+        torch.equal(outputs[name][0], plain_spikes) and torch.allclose(outputs[name][1], plain_grad, atol=1e-5)
+        for name in ("fused", "per step")
     )
     return {
+        "one kernel per call": kernels.usable(current),
         "fused ms": f"{1000 * times['fused']:.1f}",
+        "per step ms": f"{1000 * times['per step']:.1f}",
         "plain ms": f"{1000 * times['plain']:.1f}",
+        "per step / fused": f"{times['per step'] / times['fused']:.2f}",
         "plain / fused": f"{times['plain'] / times['fused']:.2f}",
         "same spikes and gradients": same,
     }
