@@ -85,7 +85,8 @@ class TrainConfig:
 class EvalConfig:
     time_steps: list[int] = field(default_factory=lambda: list(DEFAULT_TIME_GRID))
     chunk_size: int | None = None
-    memory_budget_mb: int = 256
+    # Memory one simulated chunk may take; null: 80 % of the GPU's free memory, 256 MB on a CPU.
+    memory_budget_mb: int | None = None
     count_operations: bool = True
     pj_per_mac: float = 4.6
     pj_per_ac: float = 0.9
@@ -105,7 +106,10 @@ class EvalConfig:
             self.chunk_size is None or self.chunk_size >= 1,
             "eval.chunk_size must be at least 1 (or null for automatic)",
         )
-        _require(self.memory_budget_mb >= 1, "eval.memory_budget_mb must be at least 1")
+        _require(
+            self.memory_budget_mb is None or self.memory_budget_mb >= 1,
+            "eval.memory_budget_mb must be at least 1 (or null: a share of the device's free memory)",
+        )
         _require(self.pj_per_mac >= 0 and self.pj_per_ac >= 0, "eval.pj_per_mac and eval.pj_per_ac must be 0 or more")
 
 

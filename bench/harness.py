@@ -13,6 +13,7 @@ simulation saves its sums after finished batches (`PartialCurve`), so a stopped 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import time
@@ -29,6 +30,7 @@ from bench.distributed import gather_sum
 from bench.efficiency import PROFILER_EVENT, OperationCounter, SpikeRecorder
 from bench.progress import QUIET
 from bench.spiking import SpikingModel
+from bench.spiking.neurons import Stateful
 
 
 class BrokenContract(RuntimeError):
@@ -152,7 +154,7 @@ def evaluate(
     device: torch.device,
     *,
     chunk_size: int | None = None,
-    memory_budget_mb: int = 256,
+    memory_budget_mb: int | None = None,
     num_classes: int | None = None,
     count_operations: bool = True,
     reporter=QUIET,
@@ -351,14 +353,78 @@ def _check_steps(outputs: torch.Tensor, spikes: SpikeRecorder, steps: int) -> No
 # Largest activation of one chunk on a CPU: past a few MiB per tensor, the chunk's tensors stop
 # fitting the caches and the allocator hands them out as fresh pages, so longer chunks get slower.
 CPU_CHUNK_BYTES = 8 * 2**20
+# Activations of the largest size alive at once per simulated step, where the peak is not measured:
+# 4.0-5.2 measured on CPU for cifar_resnet8 and cifar_resnet20 (tests/test_harness.py checks the
+# model against the profiler's peaks), 6.3-6.6 in a ResNet-50 chunk on an H100.
+LIVE_ACTIVATIONS = 7
+# The share of the device's free memory a simulation may take when no budget is given.
+FREE_MEMORY_SHARE = 0.8
+CPU_BUDGET_MB = 256
 
 
-def choose_chunk_size(model: SpikingModel, images: torch.Tensor, horizon: int, memory_budget_mb: int) -> int:
-    """Steps per chunk so that the live activations of one chunk fit the memory budget.
+@dataclass(frozen=True)
+class ChunkMemory:
+    """The peak bytes of simulating a chunk of c steps: `fixed + c * per_step`. `fixed` holds what
+    every chunk keeps whatever its length (the neurons' potentials, carried from chunk to chunk)."""
 
-    One step is run with hooks that find the largest activation; a chunk keeps a few of those
-    alive at once (input, output, a residual and the membrane potentials), hence the factor 4.
-    """
+    fixed: int
+    per_step: int
+
+    def peak(self, steps: int) -> int:
+        return self.fixed + steps * self.per_step
+
+    def steps_within(self, budget: int) -> int:
+        return max(1, (budget - self.fixed) // max(self.per_step, 1))
+
+
+def chunk_memory(model: SpikingModel, images: torch.Tensor, peak_bytes=None) -> ChunkMemory:
+    """The memory model of `model` on this batch. With `peak_bytes(run)` (the allocator's peak on
+    CUDA, the default there) both terms are measured on chunks of 2 and 4 steps; otherwise `fixed`
+    is the neurons' state after one step and `per_step` LIVE_ACTIVATIONS times its largest activation.
+    The random states are put back afterwards: measuring draws no number the simulation would."""
+    if peak_bytes is None and images.device.type == "cuda":
+        peak_bytes = cuda_peak_bytes
+    states = random_states(None, model)
+    try:
+        if peak_bytes is not None:
+            two, four = (peak_bytes(functools.partial(_run_chunk, model, images, steps)) for steps in (2, 4))
+            per_step = max((four - two) // 2, 1)
+            return ChunkMemory(max(two - 2 * per_step, 0), per_step)
+        largest, state = _one_step_sizes(model, images)
+        return ChunkMemory(state, max(LIVE_ACTIVATIONS * largest, 1))
+    finally:
+        restore_random_states(states, None, model)
+
+
+def cuda_peak_bytes(run) -> int:
+    """Bytes the CUDA caching allocator held at most during `run()`, above what it held before."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    run()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
+
+
+def default_budget_bytes(device: torch.device) -> int:
+    """FREE_MEMORY_SHARE of what the GPU has free (the driver's free memory and the allocator's
+    unused cache); CPU_BUDGET_MB elsewhere."""
+    if device.type != "cuda":
+        return CPU_BUDGET_MB * 2**20
+    free, _ = torch.cuda.mem_get_info(device)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return int(FREE_MEMORY_SHARE * (free + cached))
+
+
+def _run_chunk(model: SpikingModel, images: torch.Tensor, steps: int) -> None:
+    model.reset_state()
+    with torch.no_grad():
+        model(images, steps)
+    model.reset_state()
+
+
+def _one_step_sizes(model: SpikingModel, images: torch.Tensor) -> tuple[int, int]:
+    """(bytes of the largest activation of one step, bytes of the neurons' state after it)."""
     largest = 0
 
     def measure(module, inputs, output):
@@ -369,14 +435,31 @@ def choose_chunk_size(model: SpikingModel, images: torch.Tensor, horizon: int, m
     handles = [m.register_forward_hook(measure) for m in model.modules() if not list(m.children())]
     try:
         model.reset_state()
-        model(images, 1)
+        with torch.no_grad():
+            model(images, 1)
+        state = sum(
+            tensor.numel() * tensor.element_size()
+            for module in model.modules()
+            if isinstance(module, Stateful)
+            for tensor in module.state_snapshot().values()
+            if isinstance(tensor, torch.Tensor)
+        )
     finally:
         for handle in handles:
             handle.remove()
         model.reset_state()
-    per_step = max(4 * largest, 1)
-    chunk = memory_budget_mb * 2**20 // per_step
+    return largest, state
+
+
+def choose_chunk_size(
+    model: SpikingModel, images: torch.Tensor, horizon: int, memory_budget_mb: int | None = None
+) -> int:
+    """Steps per chunk so that one chunk's peak (`chunk_memory`) fits the budget: `memory_budget_mb`,
+    or by default a share of the device's free memory (`default_budget_bytes`)."""
+    budget = memory_budget_mb * 2**20 if memory_budget_mb else default_budget_bytes(images.device)
+    memory = chunk_memory(model, images)
+    chunk = memory.steps_within(budget)
     if images.device.type == "cpu":
         # Longer chunks pay less Python per step until their tensors outgrow the caches (CPU_CHUNK_BYTES).
-        chunk = min(chunk, CPU_CHUNK_BYTES // max(largest, 1))
+        chunk = min(chunk, CPU_CHUNK_BYTES * LIVE_ACTIVATIONS // memory.per_step)
     return int(max(1, min(horizon, chunk)))

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from bench.errors import OneLineArgumentParser, UserError, exit_status
-from bench.harness import choose_chunk_size
+from bench.harness import choose_chunk_size, chunk_memory
 from bench.records import package_versions, read_records
 from bench.spiking import LIFNeuron, Surrogate, kernels
 from bench.spiking.neurons import PROFILER_EVENT as NEURON_EVENT
@@ -230,8 +230,8 @@ def evaluation(check: Check) -> dict:
     bench = bench_for(check, "cifar100_resnet50")
     snn = bench.snns["fused"].eval()
     horizon = 20 if check.args.smoke else check.args.horizon
-    budget_mb = 256 if check.device.type == "cpu" else 16384
-    chunk = choose_chunk_size(snn, bench.images, horizon, budget_mb)
+    chunk = choose_chunk_size(snn, bench.images, horizon)  # the default budget: a share of free memory
+    modelled = chunk_memory(snn, bench.images)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if check.device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -242,7 +242,9 @@ def evaluation(check: Check) -> dict:
             for start in range(0, horizon, chunk):
                 snn(bench.images, min(chunk, horizon - start))
 
+    _peak_reset(check.device)
     simulate()
+    measured_peak = _peak(check.device)
     seconds = bench.clock.measure(simulate)
     with torch.profiler.profile(activities=activities) as profiler:
         simulate()
@@ -254,6 +256,8 @@ def evaluation(check: Check) -> dict:
         "image-steps/s": f"{len(bench.images) * horizon / seconds:.0f}",
         "horizon": horizon,
         "chunk": chunk,
+        "chunk memory model": f"{modelled.fixed / 2**20:.0f} MiB + {modelled.per_step / 2**20:.1f} MiB/step, "
+        f"{modelled.peak(chunk) / 2**20:.0f} MiB at this chunk; measured: {measured_peak}",
         "neurons' share": f"{neurons / total:.0%}",
     }
 
