@@ -333,7 +333,7 @@ def _running_counts(spikes: SpikeRecorder, counter, so_far: dict[str, float]) ->
             return names, []
         # Every counter of the chunk in one float64 table [counters, steps] (exact for these integer
         # counts), read back to Python once per chunk instead of once per counter and T.
-        table = torch.stack([counts[name].to(device="cpu", dtype=torch.float64) for name in names]).cumsum(1)
+        table = torch.stack([counts[name].to(torch.float64) for name in names]).cpu().cumsum(1)
         table += torch.tensor([so_far.get(name, 0.0) for name in names], dtype=torch.float64)[:, None]
         return names, table.tolist()
 

@@ -130,7 +130,7 @@ def training_fingerprint(config: RunConfig) -> str:
     return hash_of([training_data, dataclasses.asdict(config.model), config.seed, *world])
 
 
-def make_loader_factory(dataset: DatasetSplits, config: RunConfig):
+def make_loader_factory(dataset: DatasetSplits, config: RunConfig, pin_memory: bool = False):
     def make_loader(split: str, *, shuffle: bool = False, batch_size: int | None = None):
         source = getattr(dataset, split)
         if split == "test":  # under torchrun each process evaluates a disjoint shard; the harness adds them up
@@ -157,6 +157,7 @@ def make_loader_factory(dataset: DatasetSplits, config: RunConfig):
             num_workers=config.data.workers,
             drop_last=drop_last,
             persistent_workers=config.data.workers > 0,
+            pin_memory=pin_memory,  # page-locked batches: the copies to the GPU (non_blocking) overlap compute
         )
 
     return make_loader
@@ -189,10 +190,12 @@ def run_suite(config: RunConfig, reporter=QUIET, rerun: bool = False, summaries:
             f"data.batch_size = {config.data.batch_size} is the global batch and must divide among the "
             f"{distributed.world_size()} processes of this run; make it a multiple of {distributed.world_size()}"
         )
-    if config.deterministic:
-        make_deterministic()
     reporter = reporter if distributed.is_main() else QUIET
     device = distributed.local_device(resolve_device(config.device))
+    if config.deterministic:
+        make_deterministic()
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # the fastest convolution algorithm per shape, found once
     runs = [dataclasses.replace(config, seed=seed) for seed in config.seeds]
     plans = [plan_methods(run) for run in runs]  # every method and option is checked before any work
     watch = distributed.FailureWatch()
@@ -255,7 +258,7 @@ def _run_seed(
             reporter.warn(f"[yellow]warning: {torn}[/yellow]")
     distributed.barrier()  # every process reads the store before the main one appends to it
     provenance = Provenance.capture(config.section_hash("data", "model", "train", "eval"), config.seed, device)
-    loader = make_loader_factory(dataset, config)
+    loader = make_loader_factory(dataset, config, pin_memory=device.type == "cuda")
     for method in planned:
         with _claim(store, method, config, reporter, rerun) as mine:
             if mine:

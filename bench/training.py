@@ -61,6 +61,10 @@ def build_schedule(optimizer: torch.optim.Optimizer, train: TrainConfig, total_s
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
+# On a GPU the training loop reads its sums (loss, accuracy, divergence) every this many steps.
+SYNC_EVERY_STEPS = 20
+
+
 def fit(
     model: nn.Module,
     compute_logits: Callable[[torch.Tensor], torch.Tensor],
@@ -156,7 +160,14 @@ def _train_epoch(
     divergence_hint,
     memory_format,
 ):
-    total_loss, correct, seen = 0.0, 0, 0
+    # The sums stay on the device and are read every `every` steps (every step on a CPU, where
+    # reading costs nothing): a read waits for the GPU, once per step it would stall the queue.
+    every = _sync_every(device)
+    total_loss = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    bad_loss = torch.zeros((), device=device)  # the epoch's first non-finite loss, 0 while there is none
+    bad_step = torch.full((), -1, device=device, dtype=torch.int64)
+    seen, shown = 0, 0
     for step, (images, labels) in enumerate(loader):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if images.ndim == 4:
@@ -164,20 +175,35 @@ def _train_epoch(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             outputs = compute_logits(images)
             loss = loss_of(outputs.float(), labels)
-        if not distributed.all_finite(loss):  # every process stops at the same step
-            raise TrainingDiverged(
-                f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: {divergence_hint}"
-            )
+        value = loss.detach()
+        first_bad = torch.logical_not(torch.isfinite(value)) & (bad_step < 0)
+        bad_step = torch.where(first_bad, step, bad_step)
+        bad_loss = torch.where(first_bad, value, bad_loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
-        total_loss += loss.item() * len(labels)
+        total_loss += value * len(labels)
         predicted = outputs if outputs.ndim == 2 else outputs.mean(0)
-        correct += (predicted.argmax(1) == labels).sum().item()
+        correct += (predicted.argmax(1) == labels).sum()
         seen += len(labels)
-        task.advance(epoch=f"{epoch + 1}/{train.epochs}", loss=total_loss / seen, acc=correct / seen)
-    return total_loss / max(seen, 1), correct / max(seen, 1)
+        if (step + 1) % every and step + 1 < len(loader):
+            continue
+        if not distributed.all_finite(bad_loss):  # every process stops at the same step
+            where = f"at epoch {epoch + 1}, step {int(bad_step) + 1}" if int(bad_step) >= 0 else "on another process"
+            raise TrainingDiverged(f"loss became {bad_loss.item()} {where}: {divergence_hint}")
+        task.advance(
+            step + 1 - shown,
+            epoch=f"{epoch + 1}/{train.epochs}",
+            loss=total_loss.item() / seen,
+            acc=correct.item() / seen,
+        )
+        shown = step + 1
+    return total_loss.item() / max(seen, 1), correct.item() / max(seen, 1)
+
+
+def _sync_every(device: torch.device) -> int:
+    return 1 if device.type == "cpu" else SYNC_EVERY_STEPS
 
 
 CHECKPOINT_KEYS = ("model", "optimizer", "schedule", "epoch", "wall_s")

@@ -164,8 +164,14 @@ class SpikingNeuron(Stateful, nn.Module):
         return self.potential
 
     def emits_events(self) -> bool:
-        """Whether every spike is a nonzero output (a threshold amplitude of 0 would hide one)."""
-        return self.spike_amplitude == "one" or bool(self.threshold.ne(0).all())
+        """Whether every spike is a nonzero output (a threshold amplitude of 0 would hide one).
+        Read from the device once per value of the threshold, not at every call (a GPU sync)."""
+        if self.spike_amplitude == "one":
+            return True
+        key = (self.threshold.data_ptr(), self.threshold._version)
+        if getattr(self, "_emits_events_key", None) != key:
+            self._emits_events_key, self._emits_events = key, bool(self.threshold.ne(0).all())
+        return self._emits_events
 
 
 class LIFNeuron(SpikingNeuron):
@@ -252,10 +258,17 @@ class ParametricLIFNeuron(LIFNeuron):
     def step(self, current: torch.Tensor, potential: torch.Tensor, threshold: torch.Tensor):
         return self.fire(potential + torch.sigmoid(self.leak_weight) * (current - potential), threshold)
 
+    def _leak_rate(self) -> float:
+        """1 / tau as a number, read from the device once per value of the weight (a GPU sync)."""
+        key = (self.leak_weight.data_ptr(), self.leak_weight._version)
+        if getattr(self, "_leak_rate_key", None) != key:
+            self._leak_rate_key, self._leak_rate_value = key, torch.sigmoid(self.leak_weight.detach()).item()
+        return self._leak_rate_value
+
     def integrate(self, current: torch.Tensor, threshold: torch.Tensor, compiled: bool = False) -> torch.Tensor:
         if torch.is_grad_enabled() or not self.fused or self.threshold.requires_grad:
             return SpikingNeuron.integrate(self, current, threshold, compiled)
-        rate = torch.sigmoid(self.leak_weight).item()
+        rate = self._leak_rate()
         dynamics = Dynamics(1.0 - rate, self.reset_mode, self.detach_reset, self.surrogate, self.initial_potential)
         carried = None if self.potential is None else self.carried_potential(current[0], threshold)
         # A current constant in time stays one `[B, ...]` tensor, expanded (the time-constant prefix).

@@ -2,15 +2,16 @@
 
 On one architecture and one batch `[B, C, H, W]`, side by side:
 
-    training   one direct-training step at T_train (forward, backward, optimizer)
-               / (T_train x one ANN training step)
+    training   one direct-training step at T_train (forward, backward, optimizer), under bfloat16
+               autocast on a GPU as `fit` trains / (T_train x one ANN training step)
     curve      the harness's whole accuracy curve up to T_max on the batch (`bench.harness.evaluate`)
                / (T_max x one ANN forward in eval mode)
     memory     peak memory of one direct-training step as T grows
 
 for the neuron's plain loop, the fused loop, and the fused loop compiled with `torch.compile`;
 and, under torch.profiler, where a training step and the curve spend their time (convolutions,
-batch norm, ReLU or neuron, the harness's counters, the rest) next to the ANN's.
+batch norm, ReLU or neuron, the harness's counters, the rest) next to the ANN's: CPU time, or
+the GPU's own kernel time on CUDA.
 The ANN is the same architecture with ReLUs, same batch, same memory format and thread count.
 Training steps of all contestants are interleaved and the best of `--repeats` rounds is kept;
 each curve is one run of the harness against the mean of sustained ANN forwards timed around it,
@@ -136,12 +137,15 @@ class Bench:
 
         def step() -> None:
             optimizer.zero_grad(set_to_none=True)
-            if time_steps is None:
-                logits = model(images)
-            else:
-                model.reset_state()
-                logits = model(images, time_steps).mean(0)
-            nn.functional.cross_entropy(logits, labels).backward()
+            # As `fit` trains (train.amp): bfloat16 autocast on a GPU, float32 elsewhere.
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                if time_steps is None:
+                    logits = model(images)
+                else:
+                    model.reset_state()
+                    logits = model(images, time_steps).mean(0)
+                loss = nn.functional.cross_entropy(logits.float(), labels)
+            loss.backward()
             optimizer.step()
 
         return step
@@ -209,16 +213,24 @@ CURVE_PARTS = {
 }
 
 
-def profiled_parts(work, parts: dict[str, tuple[str, ...]], scale: float) -> dict[str, float]:
-    """The CPU time of each part of `work()` (`parts`: its profiler events), the rest as `other`,
-    and the `total`, in microseconds times `scale`."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+def profiled_parts(work, parts: dict[str, tuple[str, ...]], scale: float, device: torch.device | None = None) -> dict:
+    """The time of each part of `work()` (`parts`: its profiler events), the rest as `other`, and
+    the `total`, in microseconds times `scale`: CPU time, or on a GPU the device's time (kernels)."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    on_gpu = device is not None and device.type == "cuda"
+    if on_gpu:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
         work()
+        if on_gpu:
+            torch.cuda.synchronize(device)
+    time_of = "device_time_total" if on_gpu else "cpu_time_total"
     events = {event.key: event for event in profiler.key_averages()}
     measured = {
-        part: scale * sum(events[key].cpu_time_total for key in keys if key in events) for part, keys in parts.items()
+        part: scale * sum(getattr(events[key], time_of) for key in keys if key in events)
+        for part, keys in parts.items()
     }
-    total = scale * sum(event.self_cpu_time_total for event in events.values())
+    total = scale * sum(getattr(event, "self_" + time_of) for event in events.values())
     return {**measured, "other": total - sum(measured.values()), "total": total}
 
 
@@ -234,7 +246,7 @@ def profile_training(bench: Bench, variant: str = "fused", steps: int = 3) -> di
         step = bench.training_step(model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9), time_steps)
         step()
         scale = (bench.args.time_steps_train if time_steps is None else 1) / (1000 * steps)  # µs -> ms per SNN step
-        parts[name] = profiled_parts(lambda step=step: [step() for _ in range(steps)], STEP_PARTS, scale)
+        parts[name] = profiled_parts(lambda step=step: [step() for _ in range(steps)], STEP_PARTS, scale, bench.device)
     return {"variant": variant, "steps": steps, "parts": parts}
 
 
@@ -261,7 +273,10 @@ def profile_curve(bench: Bench, variant: str, horizon: int = 200) -> dict:
     evaluate(snn, batch, [1, 2], bench.device, chunk_size=bench.args.chunk_size)  # warm-up, compiles
     forwards()
     scale = 1 / (1000 * horizon)  # µs in all -> ms per step
-    parts = {"ann": profiled_parts(forwards, CURVE_PARTS, scale), "snn": profiled_parts(curve, CURVE_PARTS, scale)}
+    parts = {
+        "ann": profiled_parts(forwards, CURVE_PARTS, scale, bench.device),
+        "snn": profiled_parts(curve, CURVE_PARTS, scale, bench.device),
+    }
     return {"variant": variant, "time_steps": horizon, "parts": parts}
 
 
