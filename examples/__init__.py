@@ -1,0 +1,1 @@
+"""Example plugins (not registered by default): `--plugin examples.<module>` or a config's `plugins:`."""
