@@ -191,7 +191,20 @@ def _commands() -> dict[str, tuple[str, Callable[[list[str]], int]]]:
         "gradients": ("the gradient-flow study of surrogate-gradient training", gradients.main),
         "depth": ("the depth study: direct training's accuracy and gradient flow against depth", depth.main),
         "methods": ("list the registered methods", lambda rest: main(["--list-methods", *rest])),
+        "export": ("write a row's spiking network as a NIR file and check it is exact", _ecosystem("export_main")),
+        "neurobench": ("NeuroBench's own metrics for each row, beside the suite's", _ecosystem("neurobench_main")),
     }
+
+
+def _ecosystem(command: str) -> Callable[[list[str]], int]:
+    """A command of `bench.ecosystem.commands`, imported when it runs (it imports the cli itself)."""
+
+    def run(rest: list[str]) -> int:
+        from bench.ecosystem import commands
+
+        return getattr(commands, command)(rest)
+
+    return run
 
 
 def spikebench(argv: list[str] | None = None) -> int:

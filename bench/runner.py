@@ -14,6 +14,7 @@ import dataclasses
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +227,25 @@ def _run_seed(
     config: RunConfig, planned: list[PlannedMethod], device: torch.device, reporter, rerun: bool, watch
 ) -> Path:
     """Every planned method with one seed; return the records file."""
+    dataset, build_ann = _load_data(config)
+    build_ann()  # an unknown architecture or bad option fails here, before any training
+    store = store_path(config.results_dir, config.data.name)
+    if distributed.is_main():
+        torn = set_aside_torn_tail(store)
+        if torn:
+            reporter.warn(f"[yellow]warning: {torn}[/yellow]")
+    distributed.barrier()  # every process reads the store before the main one appends to it
+    provenance = Provenance.capture(config.section_hash("data", "model", "train", "eval"), config.seed, device)
+    loader = make_loader_factory(dataset, config, pin_memory=device.type == "cuda")
+    for method in planned:
+        with _claim(store, method, config, reporter, rerun) as mine:
+            if mine:
+                _run_setting(method, config, dataset, build_ann, device, loader, provenance, store, reporter, watch)
+    return store
+
+
+def _load_data(config: RunConfig) -> tuple[DatasetSplits, Callable[[], torch.nn.Module]]:
+    """The dataset of the run and a builder of its untrained ANN."""
     # Under torchrun the main process downloads and checks the data first; the others then find it
     # (and the marker of a checked folder) instead of all fetching and decoding it at once.
     with distributed.main_process_first():
@@ -250,20 +270,42 @@ def _run_seed(
             pooling=config.model.pooling,
         )
 
-    build_ann()  # an unknown architecture or bad option fails here, before any training
-    store = store_path(config.results_dir, config.data.name)
-    if distributed.is_main():
-        torn = set_aside_torn_tail(store)
-        if torn:
-            reporter.warn(f"[yellow]warning: {torn}[/yellow]")
-    distributed.barrier()  # every process reads the store before the main one appends to it
-    provenance = Provenance.capture(config.section_hash("data", "model", "train", "eval"), config.seed, device)
+    return dataset, build_ann
+
+
+def _context(method: PlannedMethod, config: RunConfig, dataset, build_ann, device, loader, reporter) -> RunContext:
+    return RunContext(
+        dataset=dataset,
+        architecture=config.model.name,
+        build_ann=build_ann,
+        options=method.options,
+        train=config.train,
+        device=device,
+        cache_dir=Path(config.cache_dir).expanduser(),
+        seed=config.seed,
+        fingerprint=training_fingerprint(config),
+        compile_neurons=config.compile_neurons,
+        data_loader=loader,
+        progress=reporter,
+    )
+
+
+def build_row(config: RunConfig, label: str, reporter=QUIET) -> tuple[SpikingModel, DatasetSplits, Callable]:
+    """The model of the row `label` of `config`, built as the suite builds it (its trained networks
+    come from the cache, or are trained first), with the run's dataset and loader factory: for the
+    commands that read a row's model again (`spikebench export`, `spikebench neurobench`)."""
+    planned = {method.label: method for method in plan_methods(config)}
+    if label not in planned:
+        raise UserError(f"no row {label!r} in this config; its rows are {', '.join(planned)}")
+    device = resolve_device(config.device)
+    dataset, build_ann = _load_data(config)
     loader = make_loader_factory(dataset, config, pin_memory=device.type == "cuda")
-    for method in planned:
-        with _claim(store, method, config, reporter, rerun) as mine:
-            if mine:
-                _run_setting(method, config, dataset, build_ann, device, loader, provenance, store, reporter, watch)
-    return store
+    method = planned[label]
+    torch.manual_seed(config.seed)
+    model = method.entry.build(_context(method, config, dataset, build_ann, device, loader, reporter))
+    if not isinstance(model, SpikingModel):
+        raise UserError(f"{label}: its build returned a {type(model).__name__}, not a bench.spiking.SpikingModel")
+    return model.eval(), dataset, loader
 
 
 @contextlib.contextmanager
@@ -294,20 +336,7 @@ def _claim(store: Path, method: PlannedMethod, config: RunConfig, reporter, reru
 def _run_setting(method, config, dataset, build_ann, device, loader, provenance, store, reporter, watch) -> None:
     """One method setting: build, simulate, append its records (and its own ANN's, if it has one).
     Under torchrun a failure of any process is recorded here once and ends every process (`watch`)."""
-    context = RunContext(
-        dataset=dataset,
-        architecture=config.model.name,
-        build_ann=build_ann,
-        options=method.options,
-        train=config.train,
-        device=device,
-        cache_dir=Path(config.cache_dir).expanduser(),
-        seed=config.seed,
-        fingerprint=training_fingerprint(config),
-        compile_neurons=config.compile_neurons,
-        data_loader=loader,
-        progress=reporter,
-    )
+    context = _context(method, config, dataset, build_ann, device, loader, reporter)
 
     def record_failure(message: str) -> None:
         base = _base_record(method, context, config, dataset, provenance)

@@ -56,7 +56,7 @@ def trace(model: nn.Module) -> fx.GraphModule:
     """A traced copy of `model` in eval mode; the model itself is left untouched."""
     model = copy.deepcopy(model).eval()
     try:
-        graph = fx.symbolic_trace(model)
+        graph = fx.GraphModule(model, _Tracer().trace(model))
     except Exception as error:  # fx fails in many ways on data-dependent control flow
         raise UserError(
             f"conversion cannot trace {type(model).__name__} with torch.fx ({type(error).__name__}: {error}); "
@@ -68,6 +68,17 @@ def trace(model: nn.Module) -> fx.GraphModule:
         # A module called twice would need two different rescalings of the same weights.
         raise UserError(f"conversion needs each layer used once, but {', '.join(shared)} is called more than once")
     return graph
+
+
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, with a spiking neuron (its time loop) and a module marked `traced_whole`
+    (the converter's channel scales) kept as one node each."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        from bench.spiking.neurons import SpikingNeuron
+
+        whole = isinstance(module, SpikingNeuron) or getattr(module, "traced_whole", False)
+        return whole or super().is_leaf_module(module, qualified_name)
 
 
 def fold_batch_norm(model: nn.Module) -> fx.GraphModule:
@@ -112,8 +123,11 @@ def _fold_node(graph: fx.GraphModule, bn_node: fx.Node) -> None:
             _zeros_if_none(bn.bias, bn),
         )
     else:
+        # Threshold-dependent BN scales the normalized value by alpha * threshold before its affine map.
+        scale = getattr(bn, "alpha", 1.0) * getattr(bn, "neuron_threshold", 1.0)
+        gamma = _ones_if_none(bn.weight, bn) * scale
         layer.weight, layer.bias = fuse_conv_bn_weights(
-            layer.weight, layer.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+            layer.weight, layer.bias, bn.running_mean, bn.running_var, bn.eps, gamma, _zeros_if_none(bn.bias, bn)
         )
     bn_node.replace_all_uses_with(producer)
     graph.graph.erase_node(bn_node)

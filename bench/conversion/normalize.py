@@ -36,6 +36,8 @@ ONE = torch.tensor(1.0)
 class ChannelScale(nn.Module):
     """Multiply `[N, C, ...]` by a fixed factor per channel (or one for all): a diagonal 1x1 conv."""
 
+    traced_whole = True  # one node when a converted body is traced again (NIR export: a `Scale`)
+
     def __init__(self, factor: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("factor", factor.detach().clone())

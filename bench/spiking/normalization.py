@@ -50,6 +50,8 @@ def pre_addition_norms(model: nn.Module) -> set[str]:
 class ThresholdDependentBatchNorm(nn.BatchNorm2d):
     """`nn.BatchNorm2d` whose normalized output is scaled by `alpha * threshold` (see the module)."""
 
+    traced_whole = True  # one node for torch.fx (its forward branches on training), folded like BN
+
     def __init__(self, num_features: int, alpha: float = 1.0, threshold: float = 1.0, **kwargs) -> None:
         super().__init__(num_features, **kwargs)
         self.alpha = alpha
