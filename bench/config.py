@@ -81,6 +81,10 @@ class TrainConfig:
         _require(0 <= self.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
 
+# eval.memory_budget_mb on a CPU when it is null (bench.harness.default_budget_bytes).
+CPU_BUDGET_MB = 256
+
+
 @dataclass
 class EvalConfig:
     time_steps: list[int] = field(default_factory=lambda: list(DEFAULT_TIME_GRID))
@@ -196,6 +200,10 @@ class RunConfig:
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of the named sections, for caches and provenance."""
         chosen = {name: self.to_dict()[name] for name in sections}
+        if chosen.get("eval", {}).get("memory_budget_mb", 0) is None:
+            # The automatic budget hashes as 256, the default it replaced: a budget changes no result,
+            # and the configs' hashes (which the reports match records with) stay as they were.
+            chosen["eval"]["memory_budget_mb"] = CPU_BUDGET_MB
         return hash_of(chosen)
 
 

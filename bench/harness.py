@@ -26,6 +26,7 @@ import torch
 
 from bench import distributed
 from bench.checkpoints import random_states, read_safely, restore_random_states, write_atomically
+from bench.config import CPU_BUDGET_MB
 from bench.distributed import gather_sum
 from bench.efficiency import PROFILER_EVENT, OperationCounter, SpikeRecorder
 from bench.progress import QUIET
@@ -359,7 +360,6 @@ CPU_CHUNK_BYTES = 8 * 2**20
 LIVE_ACTIVATIONS = 7
 # The share of the device's free memory a simulation may take when no budget is given.
 FREE_MEMORY_SHARE = 0.8
-CPU_BUDGET_MB = 256
 
 
 @dataclass(frozen=True)

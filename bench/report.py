@@ -509,6 +509,10 @@ def write_leaderboard(
         f"## Latency and efficiency at T = {at}",
         "",
         "Per test image. T to x% of ANN: the smallest T of the grid reaching that fraction of the ANN's top-1.",
+        "SOPs: events (spikes, pooled spikes, Poisson input) times the synapses each reaches; MACs: dense, for "
+        "layers fed analog values (padded border included). NeuroBench's convention differs: a layer whose input "
+        "is not in {-1, 0, 1} counts MACs, and only non-zero products count (`spikebench neurobench` puts its "
+        "numbers beside these).",
         f"Energy: {energy_caveat(rows)}.",
         "",
         efficiency_table(rows, at, sort),

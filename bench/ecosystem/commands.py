@@ -16,6 +16,7 @@ import torch
 from bench.cli import build_parser, config_from_args
 from bench.errors import UserError, exit_status
 from bench.progress import Reporter
+from bench.records import dataset_slug
 from bench.runner import build_row
 
 
@@ -63,3 +64,82 @@ def _export(argv: list[str] | None) -> int:
 def _test_images(loader, count: int) -> torch.Tensor:
     images = next(iter(loader("test", batch_size=count)))[0]
     return images[:count].cpu()
+
+
+def neurobench_main(argv: list[str] | None = None) -> int:
+    return exit_status(lambda: _neurobench(argv))
+
+
+def _neurobench(argv: list[str] | None) -> int:
+    parser = _parser("spikebench neurobench", "NeuroBench's own metrics for each row of a run, beside the suite's.")
+    parser.add_argument("--time-steps", type=int, default=32, help="T of the comparison (32, the efficiency table's)")
+    parser.add_argument("--images", type=int, default=16, help="test images measured (16)")
+    parser.add_argument("--out", help="the Markdown report (default: RESULTS_DIR/DATASET/neurobench.md)")
+    args = parser.parse_args(argv)
+    if args.time_steps < 1 or args.images < 1:
+        raise UserError("--time-steps and --images must be at least 1")
+    from bench.ecosystem.neurobench import compare
+
+    config = config_from_args(args)
+    results = []
+    with Reporter(enabled=not args.quiet) as reporter:
+        for spec in config.methods:
+            model, dataset, loader = build_row(config, spec.display_name, reporter)
+            images, labels = next(iter(loader("test", batch_size=args.images)))
+            device = next(iter(model.parameters()), torch.empty(0)).device
+            reporter.log(
+                f"{spec.display_name}: NeuroBench and spikebench on {len(images)} images at T = {args.time_steps}"
+            )
+            results.append((spec.display_name, compare(model, images.to(device), labels.to(device), args.time_steps)))
+    text = neurobench_report(results, config, len(images), args.time_steps)
+    out = Path(args.out or Path(config.results_dir) / dataset_slug(config.data.name) / "neurobench.md")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    except OSError as error:
+        raise UserError(f"cannot write {out} ({error.strerror or error}); choose another --out") from None
+    print(text)
+    print(f"written to {out}")
+    return 0
+
+
+def neurobench_report(results, config, images: int, time_steps: int) -> str:
+    """The comparison as Markdown: one row per method, then each row's differences."""
+    from importlib.metadata import version
+
+    header = (
+        "| row | spikebench SOPs (M) | spikebench MACs (M) | total (M) | NeuroBench ACs (M) | NeuroBench MACs (M) "
+        "| total (M) | totals equal | NeuroBench dense (M) | activation sparsity (ours / NeuroBench) |"
+    )
+    lines = [
+        f"# NeuroBench's metrics beside spikebench's: {config.data.name}, {config.model.name}",
+        "",
+        f"Per test image, summed over T = {time_steps} steps and every layer, on the first {images} test images; "
+        f"NeuroBench {version('neurobench')} (`SynapticOperations`, `ActivationSparsity`) run on each row's model "
+        "with the constant-input prefix off (every layer called at every step) and the same random draws as the "
+        "suite's run. Conventions: spikebench counts SOPs for a layer fed events (spikes, pooled spikes, Poisson "
+        "input; events times the synapses each reaches, zero weights included) and dense MACs for a layer fed "
+        "analog values (padded border included); NeuroBench counts ACs when a layer's input lies in {-1, 0, 1}, "
+        "MACs otherwise, and only non-zero input times non-zero weight products. Produced by "
+        "`spikebench neurobench`. An ANN runs once per image in both; NeuroBench counts its ReLUs as "
+        "activations, the suite has no spiking layer there (-).",
+        "",
+        header,
+        "|" + "---|" * 10,
+    ]
+    for label, c in results:
+        ours, theirs = c.sops + c.macs, c.neurobench_acs + c.neurobench_macs
+        lines.append(
+            f"| {label} | {c.sops / 1e6:.3f} | {c.macs / 1e6:.3f} | {ours / 1e6:.3f} | {c.neurobench_acs / 1e6:.3f} "
+            f"| {c.neurobench_macs / 1e6:.3f} | {theirs / 1e6:.3f} | {'yes' if c.totals_agree else 'no'} "
+            f"| {c.neurobench_dense / 1e6:.3f} | {_sparsity(c.sparsity)} / {c.neurobench_sparsity:.4f} |"
+        )
+    lines += ["", "Where the conventions differ, layer by layer:", ""]
+    for label, c in results:
+        found = c.differences or ["none: every layer labelled and counted alike"]
+        lines += [f"- **{label}**"] + [f"  - {difference}" for difference in found]
+    return "\n".join(lines) + "\n"
+
+
+def _sparsity(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
