@@ -12,18 +12,13 @@ neurons. Needs `pip install -e ".[ecosystem]"`.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 from torch import nn
 
 from bench.api import RunContext, register_method
-from bench.config import hash_of
-from bench.ecosystem.adapters import from_spikingjelly
+from bench.ecosystem.adapters import from_spikingjelly, trained
 from bench.spiking import SpikingNetwork
-from bench.training import fit
-from methods.direct import time_averaged_logits
 
 
 @dataclass
@@ -58,20 +53,6 @@ def spikingjelly_network(channels: int, classes: int, options: SpikingJellyOptio
     reference="github.com/fangwei123456/spikingjelly: activation_based/neuron LIFNode",
 )
 def build(context: RunContext) -> SpikingNetwork:
-    info = context.dataset.info
-    options = context.options
-    model = from_spikingjelly(spikingjelly_network(info.channels, info.num_classes, options)).to(context.device)
-    key = hash_of([context.fingerprint, context.train, dataclasses.asdict(options)])
-    report = fit(
-        model,
-        time_averaged_logits(model, options.time_steps_train),
-        context.loader("train", shuffle=True),
-        context.train,
-        context.device,
-        checkpoint_path=Path(context.cache_dir) / f"spikingjelly-lif-{key}.pt",
-        reporter=context.progress,
-        description=f"train spikingjelly-lif T={options.time_steps_train}",
-    )
-    model.reset_state()
-    context.notes.update(epochs=report.epochs, time_steps_train=options.time_steps_train, train_wall_s=report.wall_s)
-    return model
+    info, options = context.dataset.info, context.options
+    model = from_spikingjelly(spikingjelly_network(info.channels, info.num_classes, options))
+    return trained(context, model, "spikingjelly-lif", options.time_steps_train)

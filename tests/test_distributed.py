@@ -65,46 +65,8 @@ def free_port() -> int:
     not torch.distributed.is_available() or not torch.distributed.is_gloo_available(), reason="needs gloo"
 )
 def test_two_processes_train_identical_replicas_and_write_one_set_of_records(tmp_path):
-    (tmp_path / "replica_plugin.py").write_text(PLUGIN)
     results = tmp_path / "results"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={free_port()}",
-        str(ROOT / "run_all.py"),
-        "--dataset",
-        "tiny-imagenette",
-        "--methods",
-        "replica_ann,replica_direct",
-        "--plugin",
-        "replica_plugin",
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
-        "--results-dir",
-        str(results),
-        "--quiet",
-        "--set",
-        "data.train_subset=64",
-        "--set",
-        "data.test_subset=32",
-        "--set",
-        "model.name=cifar_vgg_tiny",
-        "--set",
-        "eval.time_steps=[1,2]",
-        "--set",
-        f"cache_dir={tmp_path / 'cache'}",
-    ]
-    environment = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
-        "SPIKEBENCH_TEST_OUT": str(tmp_path),
-        "OMP_NUM_THREADS": "1",
-    }
-    done = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)
+    done = _torchrun(tmp_path, "replica_ann,replica_direct", "--results-dir", str(results), plugin=PLUGIN)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     for name in ("ann", "direct"):
@@ -144,9 +106,11 @@ NODES_PLUGIN = PLUGIN + textwrap.dedent("""
 """)
 
 
-def _torchrun(tmp_path, methods: str, *extra: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    """The tiny suite under two CPU processes, each in its own node folder (`NODES_PLUGIN`)."""
-    (tmp_path / "nodes_plugin.py").write_text(NODES_PLUGIN)
+def _torchrun(
+    tmp_path, methods: str, *extra: str, plugin: str = NODES_PLUGIN, timeout: float = 180
+) -> subprocess.CompletedProcess:
+    """The tiny suite under two CPU processes; with `NODES_PLUGIN` each works in its own node folder."""
+    (tmp_path / "test_plugin.py").write_text(plugin)
     command = [
         sys.executable,
         "-m",
@@ -159,7 +123,7 @@ def _torchrun(tmp_path, methods: str, *extra: str, timeout: float = 180) -> subp
         "--methods",
         methods,
         "--plugin",
-        "nodes_plugin",
+        "test_plugin",
         "--epochs",
         "1",
         "--device",

@@ -3,6 +3,7 @@ pass, with spikes, SOPs and energy, like any row.
 
     model = from_spikingjelly(net)      # net: layers and neurons of spikingjelly.activation_based
     model = from_snntorch(net)          # net: one time step, snntorch neurons with init_hidden=True
+    model = trained(context, model, "my-row", time_steps=4)   # in a plugin: BPTT with the run's recipe
 
 Each library neuron is wrapped, in place, in a `LibraryNeuron` (a `bench.spiking.SpikingNeuron`
 holding the original as `library_neuron`): it runs the library's own dynamics on `[T, B, ...]`
@@ -19,15 +20,20 @@ Spikes must be 0/1 (snnTorch's `graded_spikes_factor` 1): the counters count the
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from bench.api import RunContext
+from bench.config import hash_of
 from bench.errors import UserError
 from bench.spiking import DirectEncoder, SpikingNetwork
 from bench.spiking.network import replace_modules
 from bench.spiking.neurons import SpikingNeuron
+from bench.training import fit
 
 
 class LibraryNeuron(SpikingNeuron):
@@ -160,3 +166,31 @@ def _spiking_network(body: nn.Module, found: int, what: str, encoder, options) -
     if not found:
         raise UserError(f"the network has no {what} to adapt")
     return SpikingNetwork(body, encoder if encoder is not None else DirectEncoder(), **options)
+
+
+def trained(context: RunContext, model: SpikingNetwork, name: str, time_steps: int) -> SpikingNetwork:
+    """`model` trained by backpropagation through `time_steps` steps with the run's recipe
+    (`context.train`), the cross-entropy of its time-averaged outputs; checkpointed per epoch in
+    the cache under `name` and the run's fingerprint and options, so a finished network is read
+    back instead of trained again. The training's epochs and wall time go to the row's notes."""
+    model = model.to(context.device)
+    options = dataclasses.asdict(context.options) if dataclasses.is_dataclass(context.options) else {}
+    key = hash_of([context.fingerprint, context.train, options, time_steps])
+
+    def logits(images: torch.Tensor) -> torch.Tensor:
+        model.reset_state()
+        return model(images, time_steps).mean(0)
+
+    report = fit(
+        model,
+        logits,
+        context.loader("train", shuffle=True),
+        context.train,
+        context.device,
+        checkpoint_path=Path(context.cache_dir) / f"{name}-{key}.pt",
+        reporter=context.progress,
+        description=f"train {name} T={time_steps}",
+    )
+    model.reset_state()
+    context.notes.update(epochs=report.epochs, time_steps_train=time_steps, train_wall_s=report.wall_s)
+    return model

@@ -111,6 +111,15 @@ def backward(distance, slope, grad_spikes, grad_state, threshold, grad_current, 
 if triton is not None:
 
     @triton.jit
+    def _threshold_block(threshold, offsets, inside, PER_ELEMENT: tl.constexpr):
+        """The block's thresholds in float32: one per element, or the one value read for all."""
+        if PER_ELEMENT:
+            limit = tl.load(threshold + offsets, mask=inside, other=1.0)
+        else:
+            limit = tl.load(threshold + offsets * 0, mask=inside, other=1.0)
+        return limit.to(tl.float32)
+
+    @triton.jit
     def _forward_kernel(
         current,
         current_step_stride,
@@ -130,10 +139,7 @@ if triton is not None:
     ):
         offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         inside = offsets < size
-        if PER_ELEMENT:
-            limit = tl.load(threshold + offsets, mask=inside, other=1.0).to(tl.float32)
-        else:
-            limit = tl.load(threshold).to(tl.float32)
+        limit = _threshold_block(threshold, offsets, inside, PER_ELEMENT)
         if FRESH:
             potential = tl.zeros([BLOCK], dtype=tl.float32) + fresh_at * limit
         else:
@@ -180,10 +186,7 @@ if triton is not None:
     ):
         offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         inside = offsets < size
-        if PER_ELEMENT:
-            limit = tl.load(threshold + offsets, mask=inside, other=1.0).to(tl.float32)
-        else:
-            limit = tl.load(threshold).to(tl.float32)
+        limit = _threshold_block(threshold, offsets, inside, PER_ELEMENT)
         if HAS_GRAD_STATE:  # dL/dv of the last step, then leak * dL/dh of the step after
             grad_after = tl.load(grad_state + offsets, mask=inside, other=0.0).to(tl.float32)
         else:
