@@ -90,6 +90,9 @@ def test_depth_study_end_to_end_and_its_claims(tmp_path):
         line = next(line for line in report.splitlines() if line.startswith(f"| {label} "))
         assert line.count("(T=") == 2, line  # a cell per depth
     assert "triangular w=0.05 h=1 BN on" in report and "vanishing" in report
+    ann = next(line for line in report.splitlines() if line.startswith("| ann "))
+    assert ann.count("(the ANN)") == 2  # each depth's yardstick
+    assert report.count(" of the ANN, ") >= 8  # every spiking cell read against its depth's ANN
     assert depth.main([*argv, "--report-only"]) == 0
     assert (study / "report.md").read_text() == report  # rebuilt from the records alone
     # a gradient study for the claims' gradient side, then the claims read both

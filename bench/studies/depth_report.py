@@ -66,9 +66,15 @@ def depth_table(rows: pd.DataFrame, gradients: dict) -> tuple[str, dict[str, dic
     headers = ["setting", "options"] + [
         f"depth {depth_of(a)}: top-1 at T_train / best (%), grad ratio" for a in architectures
     ]
+    # The plain ANN of each depth (an `ann` row), the yardstick every spiking setting is read against.
+    yardstick = {
+        architecture: float(group["top1"].iloc[0])
+        for architecture, group in ok[ok["method"] == "ann"].groupby("architecture")
+    }
     body, curves = [], {}
     for label, group in ok.groupby("label", sort=False):
         options = group["options"].iloc[0]
+        is_ann = group["method"].iloc[0] == "ann"
         cells, curve = [], {}
         for architecture in architectures:
             at = group[group["architecture"] == architecture]
@@ -78,15 +84,19 @@ def depth_table(rows: pd.DataFrame, gradients: dict) -> tuple[str, dict[str, dic
             trained_at = int(at["time_steps_train"].iloc[0] or at["time_steps"].min())
             exact = at[at["time_steps"] == trained_at]
             top1 = float(exact["top1"].iloc[0]) if not exact.empty else float("nan")
-            best = at.loc[at["top1"].idxmax()]
             curve[depth_of(architecture)] = top1
+            if is_ann:
+                cells.append(f"{100 * top1:.2f} (the ANN)")
+                continue
+            best = at.loc[at["top1"].idxmax()]
             gradient = gradients.get((architecture, gradient_label(options)))
             ratio = "no gradient record"
             if gradient is not None:
                 value = gradient.get("ratio")
                 ratio = f"{value:.3g} {gradient['flag']}" if value is not None else gradient["flag"]
-            cells.append(f"{100 * top1:.2f} / {100 * best['top1']:.2f} (T={int(best['time_steps'])}), {ratio}")
-        body.append([label, gradient_label(options), *cells])
+            share = f", {top1 / yardstick[architecture]:.2f} of the ANN" if yardstick.get(architecture) else ""
+            cells.append(f"{100 * top1:.2f} / {100 * best['top1']:.2f} (T={int(best['time_steps'])}){share}, {ratio}")
+        body.append([label, "ReLU (the ANN itself)" if is_ann else gradient_label(options), *cells])
         curves[label] = curve
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True), curves
 
@@ -112,7 +122,8 @@ def write_depth_report(study_dir: Path) -> Path:
     table, curves = depth_table(rows, gradients)
     classes = rows["num_classes"].dropna() if "num_classes" in rows else []
     plot_depth_accuracy(curves, study_dir / DEPTH_PLOT, 1 / int(classes.iloc[0]) if len(classes) else None)
-    first = rows.iloc[0]
+    spiking = rows[rows["method"] != "ann"]
+    first = (spiking if not spiking.empty else rows).iloc[0]
     commits = ", ".join(sorted(set(rows["commit"].astype(str))))
     hardware = ", ".join(sorted(set(rows["hardware"].astype(str))))
     train_wall = rows.groupby(["label", "architecture"])["train_wall_s"].first().sum()
@@ -122,7 +133,9 @@ def write_depth_report(study_dir: Path) -> Path:
         f"Every setting trained for {int(first['epochs'])} epochs on {int(first['train_size'])} training images at "
         f"T_train = {int(first['time_steps_train'])}, read on {int(first['test_size'])} test images; the gradient "
         "ratio is the first-to-last layer gradient norm ratio of the gradient-flow study (a few steps from the same "
-        "initialization, `bench.studies.gradients`), flagged exploding above 100, vanishing below 0.01.",
+        "initialization, `bench.studies.gradients`), flagged exploding above 100, vanishing below 0.01. With an "
+        "`ann` row, each depth's plain ANN (same recipe) is the yardstick: a setting's top-1 is also given as a "
+        "share of it.",
         "",
         table,
         "",
