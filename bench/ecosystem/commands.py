@@ -16,7 +16,7 @@ import torch
 from bench.cli import build_parser, config_from_args
 from bench.errors import UserError, exit_status
 from bench.progress import Reporter
-from bench.records import dataset_slug
+from bench.records import Provenance, dataset_slug
 from bench.runner import build_row
 
 
@@ -91,7 +91,8 @@ def _neurobench(argv: list[str] | None) -> int:
                 f"{spec.display_name}: NeuroBench and spikebench on {len(images)} images at T = {args.time_steps}"
             )
             results.append((spec.display_name, compare(model, images.to(device), labels.to(device), args.time_steps)))
-    text = neurobench_report(results, config, len(images), args.time_steps)
+    provenance = Provenance.capture(config.section_hash("data", "model", "train", "eval"), config.seed, device)
+    text = neurobench_report(results, config, len(images), args.time_steps, provenance)
     out = Path(args.out or Path(config.results_dir) / dataset_slug(config.data.name) / "neurobench.md")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +104,7 @@ def _neurobench(argv: list[str] | None) -> int:
     return 0
 
 
-def neurobench_report(results, config, images: int, time_steps: int) -> str:
+def neurobench_report(results, config, images: int, time_steps: int, provenance: Provenance) -> str:
     """The comparison as Markdown: one row per method, then each row's differences."""
     from importlib.metadata import version
 
@@ -134,7 +135,14 @@ def neurobench_report(results, config, images: int, time_steps: int) -> str:
             f"| {c.neurobench_macs / 1e6:.3f} | {theirs / 1e6:.3f} | {'yes' if c.totals_agree else 'no'} "
             f"| {c.neurobench_dense / 1e6:.3f} | {_sparsity(c.sparsity)} / {c.neurobench_sparsity:.4f} |"
         )
-    lines += ["", "Where the conventions differ, layer by layer:", ""]
+    lines += [
+        "",
+        f"Models rebuilt from the cache of the run of config hash {provenance.config_hash} (seed {config.seed}); "
+        f"measured on {provenance.hardware}, commit {provenance.commit}, {provenance.timestamp}.",
+        "",
+        "Where the conventions differ, layer by layer:",
+        "",
+    ]
     for label, c in results:
         found = c.differences or ["none: every layer labelled and counted alike"]
         lines += [f"- **{label}**"] + [f"  - {difference}" for difference in found]
