@@ -501,13 +501,16 @@ def _base_record(
         "options": dataclasses.asdict(method.options),
         "setting_hash": method.setting_hash,
         "reference_key": method.reference_key,
-        "architecture": config.model.name,
+        # A method that builds a network of its own (a plugin's) names it in its notes.
+        "architecture": notes.get("architecture", config.model.name),
         "model_options": f"width={config.model.width}, pooling={config.model.pooling}",
         "epochs": notes.get("epochs"),
         "time_steps_train": notes.get("time_steps_train"),
         "train_wall_s": notes.get("train_wall_s"),
         "notes": {
-            key: value for key, value in notes.items() if key not in ("epochs", "time_steps_train", "train_wall_s")
+            key: value
+            for key, value in notes.items()
+            if key not in ("epochs", "time_steps_train", "train_wall_s", "architecture")
         },
         "compile_neurons": config.compile_neurons,
         "deterministic": config.deterministic,

@@ -56,4 +56,5 @@ def snntorch_network(channels: int, classes: int, options: SnnTorchOptions) -> n
 def build(context: RunContext) -> SpikingNetwork:
     info, options = context.dataset.info, context.options
     model = from_snntorch(snntorch_network(info.channels, info.num_classes, options))
-    return trained(context, model, "snntorch-leaky", options.time_steps_train)
+    architecture = f"snntorch: 3 conv-BN-Leaky stages, width {options.width}"
+    return trained(context, model, "snntorch-leaky", options.time_steps_train, architecture=architecture)

@@ -55,4 +55,5 @@ def spikingjelly_network(channels: int, classes: int, options: SpikingJellyOptio
 def build(context: RunContext) -> SpikingNetwork:
     info, options = context.dataset.info, context.options
     model = from_spikingjelly(spikingjelly_network(info.channels, info.num_classes, options))
-    return trained(context, model, "spikingjelly-lif", options.time_steps_train)
+    architecture = f"spikingjelly: 3 conv-BN-LIF stages, width {options.width}"
+    return trained(context, model, "spikingjelly-lif", options.time_steps_train, architecture=architecture)

@@ -162,5 +162,9 @@ def test_the_example_plugins_become_rows_of_a_leaderboard(tmp_path):
         ("spikingjelly-lif", "ok"),
     ]
     assert (records["sops_per_sample"] > 0).all()
+    assert set(records["architecture"]) == {  # the plugins' own networks, not the config's model.name
+        "spikingjelly: 3 conv-BN-LIF stages, width 32",
+        "snntorch: 3 conv-BN-Leaky stages, width 32",
+    }
     board = (tmp_path / "results" / "tiny-imagenette" / "leaderboard.md").read_text()
     assert "| spikingjelly-lif" in board and "| snntorch-leaky" in board

@@ -168,14 +168,18 @@ def _spiking_network(body: nn.Module, found: int, what: str, encoder, options) -
     return SpikingNetwork(body, encoder if encoder is not None else DirectEncoder(), **options)
 
 
-def trained(context: RunContext, model: SpikingNetwork, name: str, time_steps: int) -> SpikingNetwork:
+def trained(
+    context: RunContext, model: SpikingNetwork, name: str, time_steps: int, architecture: str = ""
+) -> SpikingNetwork:
     """`model` trained by backpropagation through `time_steps` steps with the run's recipe
     (`context.train`), the cross-entropy of its time-averaged outputs; checkpointed per epoch in
-    the cache under `name` and the run's fingerprint and options, so a finished network is read
-    back instead of trained again. The training's epochs and wall time go to the row's notes."""
+    the cache under `name` and the run's fingerprint and options (which must include
+    `time_steps`), so a finished network is read back instead of trained again. The training's
+    epochs, wall time and history go to the row's notes, and `architecture` (the network's own,
+    not the config's `model.name`) to its records."""
     model = model.to(context.device)
     options = dataclasses.asdict(context.options) if dataclasses.is_dataclass(context.options) else {}
-    key = hash_of([context.fingerprint, context.train, options, time_steps])
+    key = hash_of([context.fingerprint, context.train, options])
 
     def logits(images: torch.Tensor) -> torch.Tensor:
         model.reset_state()
@@ -192,5 +196,9 @@ def trained(context: RunContext, model: SpikingNetwork, name: str, time_steps: i
         description=f"train {name} T={time_steps}",
     )
     model.reset_state()
-    context.notes.update(epochs=report.epochs, time_steps_train=time_steps, train_wall_s=report.wall_s)
+    context.notes.update(
+        epochs=report.epochs, time_steps_train=time_steps, train_wall_s=report.wall_s, train_history=report.history
+    )
+    if architecture:
+        context.notes["architecture"] = architecture
     return model
