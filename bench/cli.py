@@ -140,7 +140,9 @@ def print_summary(console: Console, config: RunConfig, leaderboard: Path) -> Non
     for an 80-column terminal; the leaderboard has every T and number."""
     rows = latest_rows(read_records(store_path(config.results_dir, config.data.name)))
     labels = [spec.display_name for spec in config.methods]
-    rows = rows[rows["label"].isin(labels) & (rows["architecture"] == config.model.name)]
+    # This config's rows: of its architecture, or of this very config (a plugin's own network).
+    this_config = rows["config_hash"] == config.section_hash("data", "model", "train", "eval")
+    rows = rows[rows["label"].isin(labels) & ((rows["architecture"] == config.model.name) | this_config)]
     grid = [t for t in config.eval.time_steps if t in SUMMARY_STEPS or t == config.eval.time_steps[-1]]
     grid = grid[-len(SUMMARY_STEPS) :]
     seeds = "std over seeds" if (rows["seeds"] > 1).any() else "95 % interval"
