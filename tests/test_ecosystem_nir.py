@@ -84,7 +84,7 @@ def test_the_reference_simulation_reads_nir_as_spikingjelly_does():
     images = torch.rand(2, 3, 32, 32)
     graph = export_nir(model, images)
     inputs = images.unsqueeze(0).expand(6, *images.shape)
-    ours, _ = simulate_nir(graph, inputs)
+    ours = simulate_nir(graph, inputs).outputs
     imported = from_nir.import_from_nir(graph, dt=1.0, step_mode="m")
     with torch.no_grad():
         theirs, _ = imported(inputs)
@@ -103,3 +103,19 @@ def test_spikebench_export_writes_the_file_and_states_the_verdict(tmp_path, caps
     assert "conversion: not exact: subtract reset; spiking-softmax readout" in printed
     assert spikebench(["export", "no-such-row", "--quiet"]) == 2
     assert "no row 'no-such-row' in this config" in capsys.readouterr().err
+
+
+def test_a_potential_equal_to_its_threshold_is_named_as_the_difference():
+    """spikebench fires at v >= theta, NIR at v > theta: a current of exactly 0.5 reaches 1.0 in two steps."""
+    body = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(1, 1, bias=False), torch.nn.ReLU(), torch.nn.Linear(1, 2)
+    )
+    with torch.no_grad():
+        body[1].weight.fill_(0.5)
+    replace_relus(body, lambda name: IFNeuron(threshold=1.0, reset_mode="zero"))
+    model = SpikingNetwork(body, DirectEncoder()).eval()
+    images = torch.ones(1, 1, 1, 1)
+    verdict = check_nir(model, export_nir(model, images), images, 4)
+    # spikebench: v = 0.5, 1.0 (fires), 0.5, 1.0 (fires); NIR: 0.5, 1.0 (a tie, no spike), 1.5 (fires), 0.5
+    assert not verdict.exact and verdict.ties == 1 and verdict.mismatches == 3
+    assert "a potential equal to its threshold (1 times; spikebench fires at v >= theta" in str(verdict)
