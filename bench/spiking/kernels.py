@@ -28,7 +28,7 @@ import torch
 try:
     import triton
     import triton.language as tl
-except ImportError:  # pragma: no cover (every CUDA build of torch brings Triton)
+except Exception:  # noqa: BLE001 (absent, or broken on this machine: the per-step loops run instead)
     triton = None
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
