@@ -28,6 +28,8 @@ FRACTIONS = (0.90, 0.95, 0.99)
 # "several orders of magnitude less inference time steps": at least 100 times fewer steps holds,
 # 10 to 100 times partly holds.
 HOLDS_RATIO, PARTLY_RATIO = 100, 10
+# A depth-study setting trained when it reaches this share of its depth's ANN (with an `ann` row).
+TRAINED_SHARE_OF_ANN = 0.5
 # An accuracy difference counts in the depth study when the exact McNemar test on the same test
 # images finds it at p below this.
 SIGNIFICANCE = 0.05
@@ -102,10 +104,14 @@ class DepthCell:
     correct_by_seed: dict
     test_images: int  # over every seed
     chance: float  # 1 / classes
+    ann: float | None = None  # the top-1 of the plain ANN of this depth, when the study trained one
 
     @property
     def trained(self) -> bool:
-        """Better than guessing, on the exact one-sided binomial test (p < SIGNIFICANCE)."""
+        """At least half its ANN's accuracy when the depth has an ANN row; otherwise better than
+        guessing, on the exact one-sided binomial test (p < SIGNIFICANCE)."""
+        if self.ann is not None:
+            return self.top1 >= TRAINED_SHARE_OF_ANN * self.ann
         correct = round(self.top1 * self.test_images)
         return above_chance_p_value(correct, self.test_images, self.chance) < SIGNIFICANCE
 
@@ -124,7 +130,11 @@ def _depth_accuracy(results_dir: Path) -> dict[int, dict[str, DepthCell]]:
         rows = latest_rows(read_records(store))
         if rows.empty:
             continue
-        rows = rows[(rows["status"] == "ok") & (rows["time_steps"] == rows["time_steps_train"])]
+        ok = rows[rows["status"] == "ok"]
+        anns = {
+            depth_of(a): float(group["top1"].iloc[0]) for a, group in ok[ok["method"] == "ann"].groupby("architecture")
+        }
+        rows = ok[ok["time_steps"] == ok["time_steps_train"]]
         for _, row in rows.iterrows():
             options = row["options"]
             width = float(options.get("surrogate_width", 1.0))
@@ -138,17 +148,26 @@ def _depth_accuracy(results_dir: Path) -> dict[int, dict[str, DepthCell]]:
                     row.get("correct_by_seed") or {},
                     test_images=int(row["test_size"]) * int(row["seeds"]),
                     chance=1 / int(row["num_classes"]),
+                    ann=anns.get(depth_of(row["architecture"])),
                 )
                 found.setdefault(depth_of(row["architecture"]), {})[kind] = cell
     return found
 
 
 def _untrained(depths: dict[int, dict[str, DepthCell]], trained: list[int]) -> str:
-    """The depths at which the default setting did not beat chance: untested there, said so."""
+    """The depths at which the default setting did not train (below half its ANN, or at chance
+    without one): untested there, said so."""
     left = [d for d in sorted(depths) if d not in trained]
     if not left:
         return ""
     cells = ", ".join(f"{100 * depths[d]['default'].top1:.2f} % at depth {d}" for d in left)
+    yardsticks = [depths[d]["default"].ann for d in left]
+    if all(ann is not None for ann in yardsticks):
+        anns = ", ".join(f"{100 * ann:.2f} %" for ann in yardsticks)
+        return (
+            f"; where the default setting itself reached less than half its ANN ({cells}; the ANNs {anns}), "
+            "this budget tells nothing"
+        )
     chance = 100 * depths[left[0]]["default"].chance
     return (
         f"; where the default setting itself stayed at chance ({cells}; chance {chance:.0f} %), "
@@ -156,9 +175,17 @@ def _untrained(depths: dict[int, dict[str, DepthCell]], trained: list[int]) -> s
     )
 
 
+def _trained_phrase(depths: dict[int, dict[str, DepthCell]]) -> str:
+    """How `DepthCell.trained` reads for these depths: against their ANNs, or against chance."""
+    with_ann = all(cells["default"].ann is not None for cells in depths.values()) and depths
+    return f"reached {TRAINED_SHARE_OF_ANN:.0%} of its ANN" if with_ann else "trained better than chance"
+
+
 def _depth_line(depth: dict[int, dict[str, DepthCell]], kinds: tuple[str, ...]) -> str:
     cells = [
-        f"depth {d}: " + ", ".join(f"{kind} {100 * depth[d][kind].top1:.2f}" for kind in kinds if kind in depth[d])
+        f"depth {d}: "
+        + ", ".join(f"{kind} {100 * depth[d][kind].top1:.2f}" for kind in kinds if kind in depth[d])
+        + (f" (ANN {100 * depth[d][kinds[0]].ann:.2f})" if depth[d][kinds[0]].ann is not None else "")
         for d in sorted(depth)
     ]
     return "- Depth study [depth/report.md](depth/report.md), top-1 (%) at T_train: " + "; ".join(cells) + "."
@@ -410,7 +437,7 @@ def surrogate_claim(
             sentence,
             evidence,
             verdict,
-            f"At depth {at}, the deepest at which the default surrogate trained better than chance, it reaches "
+            f"At depth {at}, the deepest at which the default surrogate {_trained_phrase(compared)}, it reaches "
             f"{100 * cells['default'].top1:.2f} %, the too-wide one {100 * cells['wide'].top1:.2f} % and the "
             f"too-narrow one {100 * cells['narrow'].top1:.2f} % (it must beat both, exact McNemar p < "
             f"{SIGNIFICANCE:g}){_untrained(compared, trained)}; the gradient flow is stable for "
@@ -466,17 +493,18 @@ def batch_norm_claim(
         accuracy = (
             " No depth study in the records tests it in accuracy."
             if not measured
-            else " In the depth study no network with BN trained better than chance, so it cannot tell."
+            else f" In the depth study no network with BN {_trained_phrase(measured)}, so it cannot tell."
         )
     else:
         verdict = "holds" if helps and in_accuracy else ("partly holds" if helps or in_accuracy else "does not hold")
         depths = ", ".join(map(str, trained))
         accuracy = (
             f" In the depth study BN trains to a higher accuracy (exact McNemar p < {SIGNIFICANCE:g}) at every depth "
-            f"at which the network with BN trained better than chance ({depths})"
+            f"at which the network with BN {_trained_phrase(measured)} ({depths})"
             if in_accuracy
             else f" In the depth study BN does not train to a significantly higher accuracy (exact McNemar "
-            f"p < {SIGNIFICANCE:g}) at every depth at which the network with BN trained better than chance ({depths})"
+            f"p < {SIGNIFICANCE:g}) at every depth at which the network with BN {_trained_phrase(measured)} "
+            f"({depths})"
         ) + f"{_untrained(measured, trained)}."
     return Finding(claim, sentence, evidence, verdict, flow + accuracy)
 

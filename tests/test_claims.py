@@ -107,6 +107,7 @@ def test_depth_study_end_to_end_and_its_claims(tmp_path):
     )
     claims = write_claims(tmp_path / "results").read_text()
     assert "depth 8: default" in claims and "depth 14: default" in claims
+    assert re.search(r"depth 8: default [\d.]+, wide [\d.]+, narrow [\d.]+ \(ANN [\d.]+\)", claims)
     assert re.search(r"\| \(b\) exploding or vanishing gradients in deep SNNs +\| holds +\|", claims)
 
 
