@@ -13,17 +13,29 @@ from pathlib import Path
 
 import torch
 
-from bench.cli import build_parser, config_from_args
-from bench.errors import UserError, exit_status
+from bench.cli import config_from_args
+from bench.errors import OneLineArgumentParser, UserError, exit_status
 from bench.progress import Reporter
 from bench.records import Provenance, dataset_slug
 from bench.runner import build_row
 
 
-def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """The run's options (config, dataset, --set, --plugin, ...) that say which run made the rows."""
-    parser = build_parser()
-    parser.prog, parser.description = prog, description
+def _parser(prog: str, description: str, rows: bool = False) -> argparse.ArgumentParser:
+    """The options of `spikebench run` that say which run made the rows (config, dataset, device,
+    epochs, --set, --plugin; with `rows`, --methods and --results-dir too)."""
+    parser = OneLineArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", help="the run's YAML config, a path or a shipped config's name (default: default)")
+    parser.add_argument("--dataset", help="the run's dataset (data.name)")
+    parser.add_argument("--data-root", help="folder that holds the dataset")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--epochs", type=int, help="the run's training epochs (train.epochs)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as in the run")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="as in the run")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    if rows:
+        parser.add_argument("--methods", help="the rows to measure, comma-separated names or labels (default: all)")
+        parser.add_argument("--results-dir", help="where the report goes: RESULTS_DIR/DATASET/ (default: runs)")
+    parser.set_defaults(results_dir=None, reference_dir=None, seeds=None, methods=None)
     return parser
 
 
@@ -71,7 +83,9 @@ def neurobench_main(argv: list[str] | None = None) -> int:
 
 
 def _neurobench(argv: list[str] | None) -> int:
-    parser = _parser("spikebench neurobench", "NeuroBench's own metrics for each row of a run, beside the suite's.")
+    parser = _parser(
+        "spikebench neurobench", "NeuroBench's own metrics for each row of a run, beside the suite's.", rows=True
+    )
     parser.add_argument("--time-steps", type=int, default=32, help="T of the comparison (32, the efficiency table's)")
     parser.add_argument("--images", type=int, default=16, help="test images measured (16)")
     parser.add_argument("--out", help="the Markdown report (default: RESULTS_DIR/DATASET/neurobench.md)")
