@@ -16,10 +16,11 @@ other than 0, spikes of amplitude theta, calibration's input shift, a spiking-so
 
 `check_nir` compares the body as exported (batch norms folded) with the file; with batch norms it
 also gives the share of spikes that differ from the body as the harness runs it (unfolded), where
-only the fold's rounding can differ. `simulate_nir` is the reference: the NIR spec's dynamics stepped with forward Euler at dt = 1
-(IF: v += r I; LIF: v += (v_leak - v + r I) / tau; a spike where v > v_threshold, then v =
-v_reset; v starts at v_reset), the sum of all edges into a node as its input. Shapes: images
-`[B, C, H, W]`, sequences `[T, B, ...]`; NIR shapes leave out batch and time.
+only the fold's rounding can differ. `simulate_nir` is the reference: the NIR spec's dynamics
+stepped with forward Euler at dt = 1 (IF: v += r I; LIF: v += (v_leak - v + r I) / tau; a spike
+where v > v_threshold, then v = v_reset; v starts at v_reset), the sum of all edges into a node as
+its input. Shapes: images `[B, C, H, W]`, sequences `[T, B, ...]`; NIR shapes leave out batch and
+time.
 """
 
 from __future__ import annotations
