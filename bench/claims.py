@@ -165,8 +165,7 @@ def _untrained(depths: dict[int, dict[str, DepthCell]], trained: list[int]) -> s
     yardsticks = [depths[d]["default"].ann for d in left]
     if all(ann is not None for ann in yardsticks):
         anns = ", ".join(f"{100 * ann:.2f} %" for ann in yardsticks)
-        chance = [depths[d]["default"].chance for d in left]
-        learnt = [d for d, ann, floor in zip(left, yardsticks, chance) if ann >= 2 * floor]
+        learnt = [d for d in left if depths[d]["default"].ann >= 2 * depths[d]["default"].chance]
         finding = (
             f", and that is a finding: at this budget the default SNN of depth {_and(learnt)} did not train while "
             "the plain ANN of the same depth and recipe did, so the tuned surrogate with BN did not make that depth "
