@@ -247,10 +247,6 @@ def _times(ratio: float) -> str:
     return f"{ratio:.0f}" if ratio >= 10 else f"{ratio:.2g}"
 
 
-def _ratio_text(ratio: float, rows: pd.DataFrame, best_t: float) -> str:
-    return f"≥ {_times(int(rows['time_steps'].max()) / best_t)}" if math.isinf(ratio) else _times(ratio)
-
-
 def _verdict_of(ratio: float) -> str:
     if ratio >= HOLDS_RATIO:
         return "holds"
@@ -259,59 +255,91 @@ def _verdict_of(ratio: float) -> str:
     return "does not hold"
 
 
+def _paper_direct(rows: pd.DataFrame) -> pd.DataFrame:
+    """The `direct` row: the seed paper's own method (surrogate-gradient training with BN), whatever
+    its training budget; the other direct-family rows are later methods or spikebench's variants."""
+    return rows[rows["label"] == "direct"]
+
+
+@dataclass
+class _Reading:
+    """One reading of claim (a) on one leaderboard: the best accuracy of some direct rows, the T it is
+    first reached at, and the conversion row of some that reaches it first, at which T."""
+
+    label: str
+    top1: float
+    steps: float
+    conversion: str
+    conversion_steps: float
+    fractions: list[tuple[str, str]]
+    grid_end: float
+
+    @property
+    def ratio(self) -> float:
+        return self.conversion_steps / self.steps
+
+    @property
+    def verdict(self) -> str:
+        """The rule on the ratio; where no conversion row reached it, on the least the ratio can be
+        (the grid's last T over the direct row's)."""
+        return _verdict_of(self.grid_end / self.steps if math.isinf(self.ratio) else self.ratio)
+
+
+def _read(direct: pd.DataFrame, conversion: pd.DataFrame, ceiling: float) -> _Reading:
+    """The best accuracy of `direct` (over its rows and T) against the first row of `conversion` to reach it."""
+    best = direct.loc[direct["top1"].idxmax()]
+    steps = first_reaching(direct[direct["label"] == best["label"]], best["top1"])
+    label, conversion_steps = _fastest_to(conversion, best["top1"])
+    fractions = [
+        (_steps(first_reaching(direct, f * ceiling)), _steps(_fastest_to(conversion, f * ceiling)[1]))
+        for f in FRACTIONS
+    ]
+    grid_end = float(conversion["time_steps"].max())
+    return _Reading(best["label"], float(best["top1"]), steps, label, conversion_steps, fractions, grid_end)
+
+
+def _cells(reading: _Reading, ceiling: float, name_conversion: bool) -> list[str]:
+    ratio = f"≥ {_times(reading.grid_end / reading.steps)}" if math.isinf(reading.ratio) else _times(reading.ratio)
+    reached = f"{_steps(reading.conversion_steps)} ({ratio}×)"
+    return [
+        f"{reading.label}: {100 * reading.top1:.2f} at T={_steps(reading.steps)} ({reading.top1 / ceiling:.0%} of ANN)",
+        f"{reading.conversion}: {reached}" if name_conversion else reached,
+        " / ".join(f"{d} vs {c}" for d, c in reading.fractions),
+    ]
+
+
 def latency_claim(leaderboards: list[tuple[Path, pd.DataFrame]], results_dir: Path) -> Finding:
     """(a) Direct training needs far fewer steps than conversion to reach good accuracy.
 
-    Read twice per leaderboard with both families. As the paper meant it: the best `direct`-family
-    accuracy (over rows and T), the T where it is first reached, the T at which the faithful
+    Read twice per leaderboard. As the paper meant it: the best accuracy of the `direct` row (the
+    seed paper's method, over T), the T where it is first reached, the T at which the faithful
     `conversion` row (Rueckauer et al.'s, the method's defaults) first reaches that same accuracy,
-    and their ratio. As it stands today: the same against the conversion-family row that reaches
-    it first (spikebench's converter, calibration, QCFS). The verdict is the first reading, on the
-    leaderboard with the most test images; the second is stated beside it.
+    and their ratio. As it stands today: the best of every direct-family row against the
+    conversion-family row that reaches it first (spikebench's converter, calibration, QCFS). The
+    verdict is the first reading, on the leaderboard with the most test images; the second is
+    stated beside it. Both give the T each side needs for 90 / 95 / 99 % of the ANN.
     """
     sentence = (
         "The trained SNN falls behind in accuracy compared to analogous ANN but requires several orders of "
         "magnitude less inference time steps (as low as 10) to reach good accuracy compared to SNNs obtained by "
         "conversion from ANN which require on the order of 1000 time steps."
     )
-    table, chosen = [], None
+    paper_table, today_table, chosen = [], [], None
     for folder, rows in leaderboards:
         ann = rows[rows["label"] == "ann"]
-        direct = rows[rows["family"] == "direct"]
+        direct = _paper_direct(rows)
         conversion = _faithful_conversion(rows)
         if ann.empty or direct.empty or conversion.empty:
             continue
         ceiling = float(ann["top1"].iloc[0])
-        best = direct.loc[direct["top1"].idxmax()]
-        best_t = first_reaching(direct[direct["label"] == best["label"]], best["top1"])
-        conversion_t = first_reaching(conversion, best["top1"])
-        ratio = conversion_t / best_t
-        family = rows[rows["family"] == "conversion"]
-        fastest, fastest_t = _fastest_to(family, best["top1"])
-        fastest_ratio = fastest_t / best_t
-        fractions = [
-            (
-                _steps(first_reaching(direct, f * ceiling)),
-                _steps(first_reaching(conversion, f * ceiling)),
-                _steps(_fastest_to(family, f * ceiling)[1]),
-            )
-            for f in FRACTIONS
-        ]
+        paper = _read(direct, conversion, ceiling)
+        today = _read(rows[rows["family"] == "direct"], rows[rows["family"] == "conversion"], ceiling)
         test_images = int(rows["test_size"].max()) if "test_size" in rows else 0
-        table.append(
-            [
-                _link(folder, results_dir, "leaderboard.md"),
-                f"{rows['architecture'].iloc[0]}, {test_images}",
-                f"{100 * ceiling:.2f}",
-                f"{best['label']}: {100 * best['top1']:.2f} at T={_steps(best_t)} "
-                f"({best['top1'] / ceiling:.0%} of ANN)",
-                f"{_steps(conversion_t)} ({_ratio_text(ratio, rows, best_t)}×)",
-                f"{fastest}: {_steps(fastest_t)} ({_ratio_text(fastest_ratio, rows, best_t)}×)",
-                " / ".join(f"{d} vs {c} vs {b}" for d, c, b in fractions),
-            ]
-        )
+        where = [_link(folder, results_dir, "leaderboard.md"), f"{rows['architecture'].iloc[0]}, {test_images}"]
+        paper_table.append([*where, f"{100 * ceiling:.2f}", *_cells(paper, ceiling, name_conversion=False)])
+        today_table.append([*where, *_cells(today, ceiling, name_conversion=True)])
         if chosen is None or test_images > chosen[0]:
-            chosen = (test_images, folder, best, best_t, conversion_t, ratio, ceiling, fastest, fastest_t)
+            chosen = (test_images, folder, ceiling, paper, today)
     if chosen is None:
         return Finding(
             "(a) latency: direct ~10 steps, conversion ~1000",
@@ -319,46 +347,63 @@ def latency_claim(leaderboards: list[tuple[Path, pd.DataFrame]], results_dir: Pa
             [],
             "not testable here",
             (
-                "no leaderboard under this folder has an `ann`, a direct-family and a faithful `conversion` row "
-                "(the method run with its defaults)."
+                "no leaderboard under this folder has an `ann`, a `direct` and a faithful `conversion` row "
+                "(the methods run with their defaults)."
             ),
         )
-    headers = [
+    paper_headers = [
         "leaderboard",
         "architecture, test images",
         "ANN top-1 (%)",
-        "best direct-family accuracy",
+        "`direct` (Ledinauskas et al.): best",
         "T for `conversion` (Rueckauer et al.) to reach it (ratio)",
-        "first conversion-family row to reach it: T (ratio)",
-        "T to 90 / 95 / 99 % of ANN: direct family vs `conversion` vs conversion family",
+        "T to 90 / 95 / 99 % of ANN: `direct` vs `conversion`",
     ]
-    evidence = [tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), ""]
-    images, folder, best, best_t, conversion_t, ratio, ceiling, fastest, fastest_t = chosen
-    lag = "below" if best["top1"] < ceiling else "not below"
+    today_headers = [
+        "leaderboard",
+        "architecture, test images",
+        "best direct-family row",
+        "first conversion-family row to reach it: T (ratio)",
+        "T to 90 / 95 / 99 % of ANN: direct family vs conversion family",
+    ]
+    evidence = [
+        "As the paper meant it, the seed paper's method against the conversion of its time:",
+        "",
+        tabulate(paper_table, headers=paper_headers, tablefmt="github", disable_numparse=True),
+        "",
+        "As it stands today, the best row of each family:",
+        "",
+        tabulate(today_table, headers=today_headers, tablefmt="github", disable_numparse=True),
+        "",
+    ]
+    images, folder, ceiling, paper, today = chosen
+    lag = "below" if paper.top1 < ceiling else "not below"
     where = f"on {_link(folder, results_dir, 'leaderboard.md')} ({images} test images)"
-    steps = f"direct training reached its best, {100 * best['top1']:.2f} %, at T = {_steps(best_t)}"
-    if math.isinf(conversion_t):
+    steps = f"`direct` reached its best, {100 * paper.top1:.2f} %, at T = {_steps(paper.steps)}"
+    if math.isinf(paper.conversion_steps):
         detail = "the conversion the paper meant (Rueckauer et al.'s, `conversion`) never reached it within the grid"
     else:
         detail = (
             f"the conversion the paper meant (Rueckauer et al.'s, `conversion`) reached it at T = "
-            f"{_steps(conversion_t)}, {_times(ratio)} times later"
+            f"{_steps(paper.conversion_steps)}, {_times(paper.ratio)} times later"
         )
-    if math.isinf(fastest_t):
-        today = "no conversion-family row reached it within the grid"
+    best = f"the best direct-family row, `{today.label}`, reached {100 * today.top1:.2f} % at T = {_steps(today.steps)}"
+    if math.isinf(today.conversion_steps):
+        today_text = f"{best}, and no conversion-family row reached it within the grid"
     else:
-        today = (
-            f"today's fastest conversion-family row, `{fastest}`, reached it at T = {_steps(fastest_t)} "
-            f"({_verdict_of(fastest_t / best_t)} by the same rule: {_times(fastest_t / best_t)} times)"
+        today_text = (
+            f"{best}, and today's fastest conversion-family row, `{today.conversion}`, reached it at T = "
+            f"{_steps(today.conversion_steps)} ({today.verdict} by the same rule: "
+            f"{_times(today.ratio)} times)"
         )
     return Finding(
         "(a) latency: direct ~10 steps, conversion ~1000",
         sentence,
         evidence,
-        _verdict_of(ratio),
+        paper.verdict,
         f"{where.capitalize()}, {steps}, {lag} the ANN's {100 * ceiling:.2f} %; {detail}. Two orders of magnitude "
-        f"(≥ {HOLDS_RATIO}×) would hold, one (≥ {PARTLY_RATIO}×) partly; the verdict reads the conversion the "
-        f"sentence is about. Read against today's methods instead, {today}.",
+        f"(≥ {HOLDS_RATIO}×) would hold, one (≥ {PARTLY_RATIO}×) partly; the verdict reads the method and the "
+        f"conversion the sentence is about. Read against today's best of each family instead, {today_text}.",
     )
 
 

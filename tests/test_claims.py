@@ -57,6 +57,34 @@ def test_latency_is_read_against_the_faithful_conversion_and_today_s_fastest_row
     assert latency_claim([(tmp_path / "a", variant.fillna(""))], tmp_path).verdict == "not testable here"
 
 
+def test_latency_reads_the_paper_s_method_first_and_the_best_of_each_family_beside_it(tmp_path):
+    grid = (1, 4, 16, 64, 256, 1000)
+    direct = dict(zip(grid, (0.30, 0.50, 0.52, 0.52, 0.52, 0.52)))  # `direct`: best 52 % at T = 16
+    tet = dict(zip(grid, (0.60, 0.72, 0.72, 0.72, 0.72, 0.72)))  # a later method: 72 % at T = 4
+    faithful = dict(zip(grid, (0.10, 0.20, 0.40, 0.55, 0.69, 0.75)))  # 52 % at T = 64, 72 % at T = 1000
+    rows = pd.concat([leaderboard(direct, faithful), pd.DataFrame(curve("tet", "direct", tet))])
+    finding = latency_claim([(tmp_path / "a", rows)], tmp_path)
+    # As the paper meant it: `direct`'s 52 % at T = 16 against `conversion` at T = 64: 4 times.
+    assert finding.verdict == "does not hold"
+    assert "`direct` reached its best, 52.00 %, at T = 16" in finding.why
+    assert "reached it at T = 64, 4 times later" in finding.why
+    # Today: tet's 72 % at T = 4 against `conversion` (the only conversion row) at T = 1000.
+    assert "`tet`, reached 72.00 % at T = 4" in finding.why
+    assert "`conversion`, reached it at T = 1000 (holds by the same rule: 250 times)" in finding.why
+    paper_table, today_table = finding.evidence[2], finding.evidence[6]
+    assert "direct: 52.00 at T=16 (65% of ANN)" in paper_table and "64 (4×)" in paper_table
+    # 90 / 95 / 99 % of the ANN's 80 %: 72, 76, 79.2 %: `direct` never, `conversion` at T = 1000 for 72 %.
+    assert "not reached vs 1000 / not reached vs not reached / not reached vs not reached" in paper_table
+    assert "tet: 72.00 at T=4 (90% of ANN)" in today_table and "conversion: 1000 (250×)" in today_table
+    assert "4 vs 1000 / not reached vs not reached / not reached vs not reached" in today_table
+    # A conversion that never reaches it is judged on the least the ratio can be: 1000 / 16 = 62.5.
+    never = dict(zip(grid, (0.10, 0.20, 0.30, 0.40, 0.45, 0.50)))
+    finding = latency_claim([(tmp_path / "a", leaderboard(direct, never))], tmp_path)
+    assert finding.verdict == "partly holds" and "(≥ 62×)" in finding.evidence[2]
+    # Without a `direct` row the paper's reading cannot be made.
+    assert latency_claim([(tmp_path / "a", rows[rows["label"] != "direct"])], tmp_path).verdict == "not testable here"
+
+
 def test_the_committed_reports_rebuild_byte_for_byte_from_their_records(tmp_path):
     copy = tmp_path / "results"
     shutil.copytree(ROOT / "results", copy)
