@@ -265,3 +265,22 @@ def test_compiled_kernels_match_the_plain_loop(reset, monkeypatch):
     assert_same(fast_no_grad, plain_out)
     assert_same(compiled_no_grad, plain_out)
     assert_same(fast_grad, plain_grad)
+
+
+@pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile needs a C++ compiler on CPU"
+)
+def test_one_compiled_backward_serves_every_surrogate_width():
+    # The faithful hybrid scales each layer's surrogate width by its threshold: more widths than
+    # torch._dynamo's recompile limit (8), after which layers would fall back to the eager step.
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(9)
+    currents = torch.randn(STEPS, BATCH, CHANNELS, 2, 2) * 0.8 + 0.3
+    upstream = torch.randn(STEPS, BATCH, CHANNELS, 2, 2)
+    graphs = []
+    for width in (0.5 + 0.25 * i for i in range(10)):
+        fast, plain = neuron_pair(leak=0.8, threshold=torch.tensor(1.1), surrogate=Surrogate("triangular", width, 0.9))
+        assert_same(run(fast, currents, upstream, compiled=True)[1], run(plain, currents, upstream)[1])
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[-1] == graphs[0], f"compiled graphs after each width: {graphs}"

@@ -101,6 +101,15 @@ def test_piecewise_surrogates_match_hand_values():
     torch.testing.assert_close(x.grad, torch.tensor([0, 0.4, 0.75, 1.0, 0.75, 0.5, 0.0]))
 
 
+def test_surrogates_take_width_and_height_as_tensors_too():
+    # The compiled neuron step passes them as 0-dim tensors (one kernel for every width).
+    x = torch.linspace(-2, 2, 41)
+    for shape in list_surrogates():
+        g = Surrogate(shape).function
+        torch.testing.assert_close(g(x, torch.tensor(0.8), torch.tensor(1.0)), g(x, 0.8, 1.0), msg=shape)
+        torch.testing.assert_close(g(x, torch.tensor(1.2), torch.tensor(0.6)), g(x, 1.2, 0.6), msg=shape)
+
+
 def test_spike_forward_is_heaviside():
     x = torch.tensor([-0.1, 0.0, 0.2])
     for shape in list_surrogates():

@@ -32,7 +32,6 @@ Shapes: `current` is `[T, B, ...]` (an expanded view when the current is constan
 
 from __future__ import annotations
 
-import functools
 import warnings
 from dataclasses import dataclass
 
@@ -206,7 +205,10 @@ class _LIFSequence(torch.autograd.Function):
             grad_state = _with_layout_of(distance[0], grad_state)
         grad_current = torch.empty_like(distance)
         backward_step = _kernel("backward", ctx.compiled)
-        surrogate = _interned(dynamics.surrogate)
+        surrogate = dynamics.surrogate
+        width, height = surrogate.width, surrogate.height
+        if ctx.compiled:  # as tensors, so that every width runs one compiled kernel, not one each
+            width, height = (torch.tensor(v, dtype=distance.dtype, device=distance.device) for v in (width, height))
         grad_next, scale = grad_state, 1.0  # dL/dv[t] = scale * grad_next; None while nothing flows in
         for step in reversed(range(distance.shape[0])):
             backward_step(
@@ -218,7 +220,9 @@ class _LIFSequence(torch.autograd.Function):
                 grad_current[step],
                 dynamics.reset,
                 dynamics.detach_reset,
-                surrogate,
+                surrogate.function,
+                width,
+                height,
             )
             grad_next, scale = grad_current[step], dynamics.leak
         grad_potential = None if potential_dtype is None else (grad_current[0] * dynamics.leak).to(potential_dtype)
@@ -240,12 +244,6 @@ def _empty_sequence(current: torch.Tensor) -> torch.Tensor:
     return torch.empty_strided(
         (current.shape[0], *step.shape), (step.numel(), *layout), dtype=current.dtype, device=current.device
     )
-
-
-@functools.cache
-def _interned(surrogate: Surrogate) -> Surrogate:
-    """One object per distinct surrogate, so compiled kernels are not rebuilt for equal copies."""
-    return surrogate
 
 
 # One step forward and backward, as in-place operations (`_eager`) and as one expression for
@@ -279,10 +277,11 @@ def _forward_step_fusible(step_current, state, threshold, spikes_out, distance_o
 
 
 def _backward_step_eager(
-    distance, grad_spikes, grad_next, scale: float, threshold, out, reset: str, detach: bool, surrogate: Surrogate
+    distance, grad_spikes, grad_next, scale: float, threshold, out, reset: str, detach: bool, g, width, height
 ) -> None:
-    """out = dL/dh at one step, from x = h - threshold, dL/ds and dL/dv = scale * grad_next (or None)."""
-    slope = surrogate.grad(distance)
+    """out = dL/dh at one step, from x = h - threshold, dL/ds and dL/dv = scale * grad_next (or None);
+    the surrogate's slope is g(x, width, height)."""
+    slope = g(distance, width, height)
     if grad_next is None:
         torch.mul(grad_spikes, slope, out=out)
     elif reset == "subtract" and detach:  # dL/dv + g * dL/ds, in `out` without temporaries
@@ -299,9 +298,9 @@ def _backward_step_eager(
 
 
 def _backward_step_fusible(
-    distance, grad_spikes, grad_next, scale: float, threshold, out, reset: str, detach: bool, surrogate: Surrogate
+    distance, grad_spikes, grad_next, scale: float, threshold, out, reset: str, detach: bool, g, width, height
 ) -> None:
-    slope = surrogate.grad(distance)
+    slope = g(distance, width, height)
     grad_after = grad_next * scale if grad_next is not None and scale != 1.0 else grad_next
     if grad_after is None:
         grad_potential = grad_spikes * slope

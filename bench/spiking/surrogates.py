@@ -9,7 +9,10 @@ Every surrogate is a function g(x) of the distance to threshold, x = v - thresho
     sigmoid       height * 4 s(1 - s),  s = sigmoid(x / width)  (derivative of a sigmoid)
     arctan        height / (1 + (x / width)^2)                   (derivative of an arctan)
 
-A surrogate knows nothing of neurons; any neuron takes any surrogate. Shapes: any tensor.
+A surrogate knows nothing of neurons; any neuron takes any surrogate. Shapes: any tensor. Width and
+height are floats, or 0-dim tensors where the compiled neuron step passes them (so that one compiled
+kernel serves every width: the hybrid method scales the width by each layer's threshold); a
+registered shape should accept both.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 from bench.errors import UserError
 from bench.registry import Registry
 
-SurrogateShape = Callable[[torch.Tensor, float, float], torch.Tensor]
+SurrogateShape = Callable[[torch.Tensor, float | torch.Tensor, float | torch.Tensor], torch.Tensor]
 SURROGATES: Registry[SurrogateShape] = Registry("surrogate shape")
 
 
@@ -35,8 +38,8 @@ def list_surrogates(pattern: str = "*") -> list[str]:
     return SURROGATES.names(pattern)
 
 
-def _scaled(g: torch.Tensor, height: float) -> torch.Tensor:
-    return g if height == 1 else g.mul_(height)
+def _scaled(g: torch.Tensor, height: float | torch.Tensor) -> torch.Tensor:
+    return g if not isinstance(height, torch.Tensor) and height == 1 else g.mul_(height)
 
 
 @register_surrogate("rectangular")
@@ -47,7 +50,7 @@ def _rectangular(x: torch.Tensor, width: float, height: float) -> torch.Tensor:
 
 @register_surrogate("triangular")
 def _triangular(x: torch.Tensor, width: float, height: float) -> torch.Tensor:
-    return _scaled(torch.rsub(x.abs(), 1, alpha=1 / width).clamp_(min=0), height)  # 1 - |x| / width, at least 0
+    return _scaled(x.abs().mul_(-1 / width).add_(1).clamp_(min=0), height)  # 1 - |x| / width, at least 0
 
 
 @register_surrogate("fast_sigmoid")
@@ -82,6 +85,11 @@ class Surrogate:
             raise UserError(
                 f"surrogate width and height must be positive, got width={self.width}, height={self.height}"
             )
+
+    @property
+    def function(self) -> SurrogateShape:
+        """The registered g(x, width, height) of this shape."""
+        return self._function
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         return self._function(x, self.width, self.height)
