@@ -30,6 +30,8 @@ FRACTIONS = (0.90, 0.95, 0.99)
 HOLDS_RATIO, PARTLY_RATIO = 100, 10
 # A depth-study setting trained when it reaches this share of its depth's ANN (with an `ann` row).
 TRAINED_SHARE_OF_ANN = 0.5
+# A depth's ANN learnt when it reaches this many times chance accuracy.
+ANN_LEARNT_TIMES_CHANCE = 2
 # An accuracy difference counts in the depth study when the exact McNemar test on the same test
 # images finds it at p below this.
 SIGNIFICANCE = 0.05
@@ -165,7 +167,7 @@ def _untrained(depths: dict[int, dict[str, DepthCell]], trained: list[int]) -> s
     yardsticks = [depths[d]["default"].ann for d in left]
     if all(ann is not None for ann in yardsticks):
         anns = ", ".join(f"{100 * ann:.2f} %" for ann in yardsticks)
-        learnt = [d for d in left if depths[d]["default"].ann >= 2 * depths[d]["default"].chance]
+        learnt = [d for d in left if depths[d]["default"].ann >= ANN_LEARNT_TIMES_CHANCE * depths[d]["default"].chance]
         finding = (
             f", and that is a finding: at this budget the default SNN of depth {_and(learnt)} did not train while "
             "the plain ANN of the same depth and recipe did, so the tuned surrogate with BN did not make that depth "
@@ -279,10 +281,14 @@ class _Reading:
         return self.conversion_steps / self.steps
 
     @property
+    def least_ratio(self) -> float:
+        """The ratio; where no conversion row reached it, the least it can be (the grid's last T over
+        the direct row's)."""
+        return self.grid_end / self.steps if math.isinf(self.ratio) else self.ratio
+
+    @property
     def verdict(self) -> str:
-        """The rule on the ratio; where no conversion row reached it, on the least the ratio can be
-        (the grid's last T over the direct row's)."""
-        return _verdict_of(self.grid_end / self.steps if math.isinf(self.ratio) else self.ratio)
+        return _verdict_of(self.least_ratio)
 
 
 def _read(direct: pd.DataFrame, conversion: pd.DataFrame, ceiling: float) -> _Reading:
@@ -299,8 +305,8 @@ def _read(direct: pd.DataFrame, conversion: pd.DataFrame, ceiling: float) -> _Re
 
 
 def _cells(reading: _Reading, ceiling: float, name_conversion: bool) -> list[str]:
-    ratio = f"≥ {_times(reading.grid_end / reading.steps)}" if math.isinf(reading.ratio) else _times(reading.ratio)
-    reached = f"{_steps(reading.conversion_steps)} ({ratio}×)"
+    bound = "≥ " if math.isinf(reading.ratio) else ""
+    reached = f"{_steps(reading.conversion_steps)} ({bound}{_times(reading.least_ratio)}×)"
     return [
         f"{reading.label}: {100 * reading.top1:.2f} at T={_steps(reading.steps)} ({reading.top1 / ceiling:.0%} of ANN)",
         f"{reading.conversion}: {reached}" if name_conversion else reached,
